@@ -1,0 +1,87 @@
+"""The self-describing model directory, readable without PyTorch or training code.
+
+MODEL_DIR/
+  model.onnx          backbone + head in one graph: image (N,3,H,W) -> p_dog (N,)   [built]
+  pet_gate.onnx       EfficientNet-Lite0 ImageNet head: image -> P(cat or dog at all) [built]
+  head.npz            the trained head's weights (small; committed for shipped models)
+  calibration.json    int8 activation ranges, when the backbone runs in int8
+  model_config.json   everything needed to use and to reproduce the model
+  metrics.json        evaluation on held-out data
+  history.json        per-epoch training curves
+  plots/*.png         confusion matrix, ROC curve, training curves, worst mistakes
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from catdog import CLASS_NAMES
+from catdog.errors import UsageProblem
+
+FORMAT_VERSION = 1
+MODEL_ONNX = "model.onnx"
+PET_GATE_ONNX = "pet_gate.onnx"
+HEAD_NPZ = "head.npz"
+CALIBRATION_JSON = "calibration.json"
+CONFIG_JSON = "model_config.json"
+METRICS_JSON = "metrics.json"
+HISTORY_JSON = "history.json"
+PLOTS_DIR = "plots"
+
+
+class ModelDirError(UsageProblem):
+    """The folder is not a usable catdog model directory."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str
+    precision: str
+    normalization: dict[str, Any]
+    head: dict[str, Any]
+    threshold: float = 0.5
+    class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
+    pet_gate: dict[str, Any] = field(default_factory=lambda: {"file": PET_GATE_ONNX, "threshold": 0.05})
+    training: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def input_size(self) -> int:
+        return int(self.normalization.get("size", 224))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input_size"] = self.input_size
+        return data
+
+    def save(self, model_dir: Path) -> None:
+        write_json(model_dir / CONFIG_JSON, self.to_dict())
+
+    @classmethod
+    def load(cls, model_dir: Path) -> ModelConfig:
+        path = Path(model_dir) / CONFIG_JSON
+        if not path.is_file():
+            raise ModelDirError(f"{model_dir} is not a model directory: no {CONFIG_JSON}")
+        try:
+            data = json.loads(path.read_text())
+            data.pop("input_size", None)
+            return cls(**data)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ModelDirError(f"{path} is not a valid model config: {exc}") from exc
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+    os.replace(tmp, path)

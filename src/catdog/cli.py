@@ -1,0 +1,226 @@
+"""The catdog command line: a thin edge over the core. Exit 0 on success, 2 on bad usage or input.
+
+Heavy modules (PyTorch, ONNX Runtime) are imported inside the commands that need them, so
+`catdog predict` and `catdog evaluate` never load PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad usage or unreadable input: one line on stderr, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from catdog.backbones import create_backbone, list_backbones
+    from catdog.backbones.base import ensure_onnx
+
+    names = args.backbone or list_backbones()
+    for name in tqdm(names, desc="weights", unit="backbone"):
+        backbone = create_backbone(name)
+        manifest = backbone.prepare()
+        ensure_onnx(backbone, backbone.spec.default_precision)
+        tqdm.write(f"{name}: ready in {backbone.dir} (from {manifest['source']})")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from catdog.data import describe
+
+    print(json.dumps(describe(Path(args.data)), indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from catdog.artifacts import METRICS_JSON, PLOTS_DIR, write_json
+    from catdog.evaluate import evaluate_model
+    from catdog.features import AugmentRecipe
+    from catdog.head import HeadConfig
+    from catdog.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data,
+        out=args.out,
+        backbone=args.backbone,
+        precision=args.precision,
+        epochs=args.epochs,
+        views=args.views,
+        seed=args.seed,
+        head=HeadConfig(),
+        augment=AugmentRecipe(seed=args.seed),
+    )
+    result = train(config)
+    summary: dict[str, Any] = {
+        "model_dir": str(result.model_dir),
+        "best_epoch": result.best_epoch,
+        "val_accuracy": result.history[result.best_epoch - 1]["val_accuracy"],
+        "seconds": {k: round(v, 1) for k, v in result.seconds.items()},
+    }
+    test_dir = Path(args.data) / "test"
+    if not args.no_eval and (test_dir / "cats").is_dir():
+        metrics = evaluate_model(
+            result.model_dir, test_dir, plots_dir=result.model_dir / PLOTS_DIR, history=result.history
+        )
+        write_json(result.model_dir / METRICS_JSON, metrics)
+        summary["test"] = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1", "log_loss", "n")}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from catdog.artifacts import METRICS_JSON, PLOTS_DIR, write_json
+    from catdog.evaluate import evaluate_model
+
+    model_dir = Path(args.model)
+    plots_dir = model_dir / PLOTS_DIR if args.save else None
+    metrics = evaluate_model(model_dir, Path(args.data), plots_dir=plots_dir, progress=not args.json)
+    if args.save:
+        write_json(model_dir / METRICS_JSON, metrics)
+    if args.json:
+        keys = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "n")
+        print(json.dumps({**{k: metrics[k] for k in keys}, "confusion_matrix": metrics["confusion_matrix"]}))
+    else:
+        print(_metrics_table(metrics))
+    return 0
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+    rows = [
+        f"{k:<10} {metrics[k]:.4f}"
+        for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+        if metrics[k] is not None
+    ]
+    return "\n".join(
+        [
+            f"n          {metrics['n']}",
+            *rows,
+            f"confusion  cats: {tn} right, {fp} called dog; dogs: {tp} right, {fn} called cat",
+        ]
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from catdog.predictor import Predictor
+    from catdog.preprocessing import load_image
+
+    for path in args.files:  # check every input before any work: all or nothing
+        try:
+            load_image(Path(path), 32)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read {path}: {exc}") from exc
+    predictor = Predictor(Path(args.model))
+    for prediction in predictor.predict([Path(p) for p in args.files], names=list(args.files)):
+        if args.json:
+            print(json.dumps(prediction.to_dict()))
+        else:
+            pet = "" if prediction.is_pet is None or prediction.is_pet else "  (does not look like a cat or dog)"
+            print(f"{prediction.path}: {prediction.predicted_class} ({prediction.confidence:.1%}){pet}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from catdog.export import build_model_dir
+
+    for model in args.models:
+        print(build_model_dir(Path(model)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from catdog import __version__
+
+    parser = _Parser(prog="catdog", description="Cats vs dogs: train, evaluate, predict.")
+    parser.add_argument("--version", action="version", version=f"catdog {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("weights", help="fetch and convert pretrained backbones (cached)")
+    p.add_argument("--backbone", action="append", help="only this backbone (repeatable)")
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("data", help="counts, sizes, duplicates and unreadable files of a data folder")
+    p.add_argument("data", help="DIR/{train,test}/{cats,dogs} or DIR/{cats,dogs}")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train a head on a frozen backbone and write a model directory")
+    p.add_argument("--data", required=True, help="DIR/train/{cats,dogs} (or DIR/{cats,dogs})")
+    p.add_argument("--backbone", default="vgg16")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--epochs", type=_positive_int, default=60)
+    p.add_argument("--views", type=_positive_int, default=2, help="feature views per image (1 = no augmentation)")
+    p.add_argument("--precision", choices=["fp32", "int8"], default=None)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-eval", action="store_true", help="skip evaluating on DIR/test")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a model on DIR/test or DIR/{cats,dogs}")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--save", action="store_true", help="write metrics.json and plots into the model directory")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files")
+    p.add_argument("--model", default=None, help="model directory (default: the shipped vgg16)")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("build", help="(re)build model.onnx of model directories from weights + head")
+    p.add_argument("models", nargs="+")
+    p.set_defaults(func=cmd_build)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from catdog.errors import CatdogError, UsageProblem
+
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        )
+        if getattr(args, "model", "") is None:
+            from catdog.settings import get_settings
+
+            settings = get_settings()
+            args.model = str(settings.models_dir / settings.default_model)
+        return int(args.func(args))
+    except (UsageError, UsageProblem, FileNotFoundError) as exc:
+        print(f"catdog: error: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_USAGE
+    except CatdogError as exc:
+        print(f"catdog: error: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("catdog: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

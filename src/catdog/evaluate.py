@@ -1,0 +1,69 @@
+"""Honest evaluation: every metric from the served graph's own probabilities on held-out data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+from catdog import CLASS_NAMES
+from catdog.data import Split, load_split, resolve_split
+from catdog.predictor import Predictor
+
+# log loss clips probabilities away from 0 and 1 so one confident mistake cannot make it infinite
+EPS = 1e-7
+
+
+def compute_metrics(y_true: np.ndarray, p_dog: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """Classification metrics with "dog" as the positive class."""
+    y_true = np.asarray(y_true, dtype=int)
+    p_dog = np.asarray(p_dog, dtype=np.float64)
+    if len(y_true) == 0 or len(y_true) != len(p_dog):
+        raise ValueError("need one probability per label, and at least one label")
+    y_pred = (p_dog >= threshold).astype(int)
+    both_classes = len(np.unique(y_true)) == 2
+    return {
+        "n": len(y_true),
+        "threshold": threshold,
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "precision": float(skm.precision_score(y_true, y_pred, zero_division=0)),
+        "recall": float(skm.recall_score(y_true, y_pred, zero_division=0)),
+        "f1": float(skm.f1_score(y_true, y_pred, zero_division=0)),
+        "roc_auc": float(skm.roc_auc_score(y_true, p_dog)) if both_classes else None,
+        "log_loss": float(skm.log_loss(y_true, np.clip(p_dog, EPS, 1 - EPS), labels=[0, 1])),
+        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).tolist(),
+        "classification_report": skm.classification_report(
+            y_true, y_pred, labels=[0, 1], target_names=list(CLASS_NAMES), output_dict=True, zero_division=0
+        ),
+    }
+
+
+def evaluate_split(predictor: Predictor, split: Split, progress: bool = True) -> tuple[dict[str, Any], np.ndarray]:
+    p_dog = predictor.probabilities([s.path for s in split.samples], progress=progress)
+    metrics = compute_metrics(np.array(split.labels), p_dog, predictor.threshold)
+    metrics["data"] = {"root": str(split.root), "fingerprint": split.fingerprint(), "skipped": len(split.skipped)}
+    return metrics, p_dog
+
+
+def evaluate_model(
+    model_dir: Path,
+    data_dir: Path,
+    *,
+    plots_dir: Path | None = None,
+    history: list[dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate model.onnx on DIR/test (or DIR itself when it holds cats/ and dogs/)."""
+    split = load_split(resolve_split(data_dir, "test"))
+    if not split.samples:
+        raise ValueError(f"no readable images in {split.root}")
+    predictor = Predictor(model_dir)
+    metrics, p_dog = evaluate_split(predictor, split, progress)
+    metrics["model"] = {"backbone": predictor.config.backbone, "precision": predictor.config.precision}
+    if plots_dir is not None:
+        from catdog import plots
+
+        metrics["plots"] = plots.evaluation_plots(plots_dir, split, p_dog, metrics, history)
+    return metrics

@@ -1,0 +1,208 @@
+"""Training, top to bottom: data -> cached backbone features -> head -> model directory.
+
+The backbone is frozen, so its pooled features are computed once per (image, view) and cached;
+the head (an MLP) then trains in seconds. The config is plain data and is saved with the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import catdog
+from catdog.artifacts import CALIBRATION_JSON, HEAD_NPZ, HISTORY_JSON, ModelConfig, write_json
+from catdog.backbones import create_backbone
+from catdog.backbones.base import ensure_onnx, packaged_calibration_table
+from catdog.data import DataError, load_split, resolve_split
+from catdog.export import build_model_dir
+from catdog.features import AugmentRecipe, FeatureExtractor, cache_for, extract_features
+from catdog.head import Head, HeadConfig, save_head
+from catdog.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    backbone: str = "vgg16"
+    precision: str | None = None  # None: the backbone's default (see its spec)
+    views: int = 2  # feature views per training image: the plain one + augmented ones
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    early_stopping_patience: int = 8
+    lr_patience: int = 3
+    lr_factor: float = 0.3
+    seed: int = 42
+    head: HeadConfig = field(default_factory=HeadConfig)
+    augment: AugmentRecipe = field(default_factory=AugmentRecipe)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    history: list[dict[str, float]]
+    best_epoch: int
+    seconds: dict[str, float]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(config: TrainConfig, progress: bool = True) -> TrainResult:
+    started = time.perf_counter()
+    seed_everything(config.seed)
+    settings = get_settings()
+    out = Path(config.out)
+
+    # 1. data: one sample per distinct image content, so duplicates never straddle train/val
+    split = load_split(resolve_split(Path(config.data), "train"))
+    samples = split.unique()
+    counts = split.counts()
+    if min(counts.values()) == 0:
+        raise DataError(f"{split.root} needs images of both classes, found {counts}")
+
+    # 2. the frozen backbone, at the precision it serves in
+    backbone = create_backbone(config.backbone)
+    precision = config.precision or backbone.spec.default_precision
+    table = packaged_calibration_table(backbone.spec.name) if precision == "int8" else None
+    graph = ensure_onnx(backbone, precision, table)
+    extractor = FeatureExtractor(graph, backbone.spec.normalization, settings.threads)
+
+    # 3. features, computed only for (image, view) pairs the cache has not seen
+    t0 = time.perf_counter()
+    cache = cache_for(settings.features_dir, backbone.spec.name, extractor)
+    features = extract_features(
+        samples,
+        extractor,
+        cache,
+        views=config.views,
+        recipe=config.augment,
+        progress=progress,
+        desc=f"{backbone.spec.name} features",
+    )
+    cache.close()
+    feature_seconds = time.perf_counter() - t0
+    labels = np.array([s.label for s in samples], dtype=np.float32)
+
+    # 4. hold out a validation set (all views of an image stay on one side)
+    order = np.random.default_rng(config.seed).permutation(len(samples))
+    n_val = max(1, round(len(samples) * config.val_fraction)) if len(samples) > 1 else 0
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    x_train = torch.from_numpy(features[train_idx].reshape(-1, features.shape[-1]))
+    y_train = torch.from_numpy(np.repeat(labels[train_idx], config.views))
+    x_val = torch.from_numpy(features[val_idx, 0])
+    y_val = torch.from_numpy(labels[val_idx])
+
+    # 5. the head: AdamW, ReduceLROnPlateau, early stopping, best checkpoint kept in memory
+    t1 = time.perf_counter()
+    head = Head(features.shape[-1], config.head)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=config.lr_factor, patience=config.lr_patience
+    )
+    loss_fn = nn.BCEWithLogitsLoss()
+    history: list[dict[str, float]] = []
+    best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(head.state_dict())
+    bar = tqdm(range(1, config.epochs + 1), desc="train head", unit="epoch", disable=not progress)
+    for epoch in bar:
+        head.train()
+        permutation = torch.randperm(len(x_train))
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(x_train), config.batch_size):
+            batch = permutation[start : start + config.batch_size]
+            logits = head(x_train[batch])
+            loss = loss_fn(logits, y_train[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(batch)
+            correct += int(((logits > 0).float() == y_train[batch]).sum())
+        val_loss, val_acc = _validate(head, x_val, y_val, loss_fn)
+        scheduler.step(val_loss)
+        record = {
+            "epoch": epoch,
+            "train_loss": total_loss / len(x_train),
+            "train_accuracy": correct / len(x_train),
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        history.append(record)
+        bar.set_postfix(val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
+        monitored = val_loss if np.isfinite(val_loss) else record["train_loss"]  # no validation set: tiny data
+        if monitored < best_loss - 1e-5:
+            best_loss, best_epoch, best_state = monitored, epoch, copy.deepcopy(head.state_dict())
+        elif epoch - best_epoch >= config.early_stopping_patience:
+            break
+    head.load_state_dict(best_state)
+    head_seconds = time.perf_counter() - t1
+
+    # 6. the model directory: head weights, config with lineage, then model.onnx
+    out.mkdir(parents=True, exist_ok=True)
+    save_head(head.eval(), out / HEAD_NPZ)
+    if table is not None:
+        shutil.copyfile(table, out / CALIBRATION_JSON)
+    write_json(out / HISTORY_JSON, history)
+    model_config = ModelConfig(
+        backbone=backbone.spec.name,
+        precision=precision,
+        normalization=backbone.spec.normalization.to_dict(),
+        head=config.head.to_dict(),
+        training={
+            **config.to_dict(),
+            "best_epoch": best_epoch,
+            "epochs_run": len(history),
+            "val_loss": best_loss,
+            "n_train": len(train_idx),
+            "n_val": int(n_val),
+        },
+        data={
+            "root": str(split.root),
+            "fingerprint": split.fingerprint(),
+            "counts": counts,
+            "unique_images": len(samples),
+            "duplicate_files": len(split.samples) - len(samples),
+            "skipped": len(split.skipped),
+        },
+        lineage={
+            "backbone_source": backbone.prepare()["source"],
+            "backbone_graph_sha256_16": extractor.graph_digest,
+            "catdog_version": catdog.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    model_config.save(out)
+    build_model_dir(out)
+    seconds = {"features": feature_seconds, "head": head_seconds, "total": time.perf_counter() - started}
+    return TrainResult(model_dir=out, history=history, best_epoch=best_epoch, seconds=seconds)
+
+
+def _validate(head: Head, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[float, float]:
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    head.eval()
+    with torch.no_grad():
+        logits = head(x)
+        return float(loss_fn(logits, y)), float(((logits > 0).float() == y).float().mean())

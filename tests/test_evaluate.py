@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from catdog.evaluate import compute_metrics, evaluate_model
+
+from .conftest import CATSDOGS
+
+Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+P = np.array([0.1, 0.4, 0.6, 0.2, 0.9, 0.8, 0.3, 0.7])
+
+
+def test_metrics_on_a_known_example() -> None:
+    m = compute_metrics(Y, P)
+    # by hand: predicted [0,0,1,0,1,1,0,1] -> TP=3, FP=1, FN=1, TN=3
+    assert m["confusion_matrix"] == [[3, 1], [1, 3]]
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["precision"] == pytest.approx(0.75)
+    assert m["recall"] == pytest.approx(0.75)
+    assert m["f1"] == pytest.approx(0.75)
+    assert m["roc_auc"] == pytest.approx(14 / 16)  # 14 of the 16 (dog, cat) pairs are ordered right
+    assert m["n"] == 8
+
+
+def test_metrics_agree_with_scikit_learn() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(y * 0.6 + rng.normal(0.2, 0.25, 200), 0, 1)
+    m = compute_metrics(y, p, threshold=0.5)
+    pred = (p >= 0.5).astype(int)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred))
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p))
+    assert m["log_loss"] == pytest.approx(skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7)))
+    assert m["classification_report"]["dog"]["recall"] == pytest.approx(skm.recall_score(y, pred))
+
+
+def test_one_class_has_no_roc_auc_and_mismatched_input_is_refused() -> None:
+    assert compute_metrics(np.ones(3), np.array([0.9, 0.8, 0.2]))["roc_auc"] is None
+    with pytest.raises(ValueError):
+        compute_metrics(np.ones(3), np.ones(2))
+
+
+def test_evaluate_model_writes_every_plot(lite0_model: Path, tmp_path: Path) -> None:
+    metrics = evaluate_model(
+        lite0_model,
+        CATSDOGS,
+        plots_dir=tmp_path / "plots",
+        history=[{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "train_accuracy": 0.8, "val_accuracy": 0.9}],
+        progress=False,
+    )
+    assert metrics["n"] == 12
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    for name in ("confusion_matrix.png", "roc_curve.png", "worst_mistakes.png", "training_curves.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,61 @@
+"""Train tiny, export, load: the ONNX model agrees with PyTorch, and the directory describes itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from catdog.artifacts import ModelConfig
+from catdog.backbones import create_backbone
+from catdog.data import DataError
+from catdog.head import HeadConfig, load_head
+from catdog.predictor import Predictor
+from catdog.preprocessing import load_image
+from catdog.train import TrainConfig, train
+
+from .conftest import CATSDOGS
+
+
+@pytest.mark.parametrize("fixture", ["lite0_model", "vgg16_model"])
+def test_model_directory_is_complete(fixture: str, request: pytest.FixtureRequest) -> None:
+    model_dir: Path = request.getfixturevalue(fixture)
+    for name in ("model.onnx", "pet_gate.onnx", "head.npz", "model_config.json", "history.json"):
+        assert (model_dir / name).is_file(), name
+    config = json.loads((model_dir / "model_config.json").read_text())
+    assert config["class_names"] == ["cat", "dog"] and config["input_size"] == 224
+    assert config["data"]["counts"] == {"cat": 16, "dog": 16}
+    assert len(config["data"]["fingerprint"]) == 64
+    assert config["training"]["epochs"] >= config["training"]["epochs_run"] >= config["training"]["best_epoch"] >= 1
+
+
+@pytest.mark.parametrize("fixture", ["lite0_model", "vgg16_model"])
+def test_onnx_and_pytorch_agree(fixture: str, request: pytest.FixtureRequest) -> None:
+    model_dir: Path = request.getfixturevalue(fixture)
+    config = ModelConfig.load(model_dir)
+    backbone = create_backbone(config.backbone)
+    head = load_head(model_dir / "head.npz", backbone.spec.feature_dim, HeadConfig.from_dict(config.head))
+    paths = sorted((CATSDOGS / "test" / "dogs").iterdir())[:3]
+    images = np.stack([load_image(p, 224) for p in paths])
+    with torch.no_grad():
+        expected = torch.sigmoid(head(backbone.load_module()(torch.from_numpy(backbone.spec.normalization(images)))))
+    actual = Predictor(model_dir).p_dog(images)
+    np.testing.assert_allclose(actual, expected.numpy(), atol=1e-4)
+
+
+def test_tiny_lite0_model_learns_the_fixtures(lite0_model: Path) -> None:
+    predictions = Predictor(lite0_model).predict(sorted((CATSDOGS / "test" / "dogs").iterdir()))
+    assert sum(p.predicted_class == "dog" for p in predictions) >= 5
+
+
+def test_training_needs_both_classes(tmp_path: Path) -> None:
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "dogs").mkdir()
+    for path in (CATSDOGS / "train" / "cats").iterdir():
+        (tmp_path / "cats" / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(DataError, match="both classes"):
+        train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "m"), backbone="efficientnet_lite0"), progress=False)
+    assert not (tmp_path / "m").exists()
