@@ -80,7 +80,7 @@ CELLS: list[NotebookNode] = [
         from catdog.preprocessing import load_image, open_image
         from catdog.train import TrainConfig, train
 
-        # catdog.plots selects matplotlib's Agg backend when it is imported: show figures inline again
+        # figures inline, whatever backend the kernel started with
         %matplotlib inline
 
 

@@ -63,6 +63,8 @@ def test_evaluate_on_a_folder_without_classes(lite0_model: Path, tmp_path: Path)
         ["train", "--data", "x"],
         ["train", "--data", "x", "--out", "y", "--epochs", "0"],
         ["frobnicate"],
+        ["train", "--data", "x", "--out", "y", "--hidden", "64,32", "--dropout", "0.5"],
+        ["train", "--data", "x", "--out", "y", "--dropout", "1.5,0.2"],
     ],
 )
 def test_bad_usage_exits_2_with_one_line(args: list[str]) -> None:

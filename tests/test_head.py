@@ -17,8 +17,8 @@ def test_default_head_is_the_spec_design() -> None:
 
 
 def test_mismatched_config_is_refused() -> None:
-    with pytest.raises(ValueError):
-        Head(8, HeadConfig(hidden=(4,), dropout=(0.1, 0.2)))
+    with pytest.raises(ValueError, match="dropout"):
+        HeadConfig(hidden=(4,), dropout=(0.1, 0.2))
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         views=args.views,
         seed=args.seed,
-        head=HeadConfig(),
+        head=HeadConfig(hidden=args.hidden, dropout=args.dropout),
         augment=AugmentRecipe(seed=args.seed),
     )
     result = train(config)
@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=_positive_int, default=2, help="feature views per image (1 = no augmentation)")
     p.add_argument("--precision", choices=["fp32", "int8"], default=None)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--hidden", type=_int_list, default=(256, 128), help="head layer widths, e.g. 256,128")
+    p.add_argument("--dropout", type=_float_list, default=(0.5, 0.3), help="dropout after each layer, e.g. 0.5,0.3")
     p.add_argument("--no-eval", action="store_true", help="skip evaluating on DIR/test")
     p.set_defaults(func=cmd_train)
 
@@ -195,6 +197,17 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(_positive_int(part) for part in text.split(",") if part)
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    values = tuple(float(part) for part in text.split(",") if part)
+    if not all(0.0 <= v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"dropout rates must be in [0, 1), got {text}")
+    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,12 +14,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from catdog.errors import UsageProblem
+
 
 @dataclass(frozen=True)
 class HeadConfig:
     hidden: tuple[int, ...] = (256, 128)
     dropout: tuple[float, ...] = (0.5, 0.3)
     input_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.hidden) != len(self.dropout):
+            raise UsageProblem(
+                f"head: {len(self.hidden)} hidden layers need as many dropout rates, got {len(self.dropout)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,8 +47,6 @@ class Head(nn.Module):
     def __init__(self, in_features: int, config: HeadConfig | None = None) -> None:
         super().__init__()
         self.config = config or HeadConfig()
-        if len(self.config.hidden) != len(self.config.dropout):
-            raise ValueError("head: hidden and dropout need one entry per layer")
         layers: list[nn.Module] = [nn.Dropout(self.config.input_dropout)]
         width = in_features
         for units, rate in zip(self.config.hidden, self.config.dropout, strict=False):
