@@ -59,3 +59,48 @@ def test_training_needs_both_classes(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="both classes"):
         train(TrainConfig(data=str(tmp_path), out=str(tmp_path / "m"), backbone="efficientnet_lite0"), progress=False)
     assert not (tmp_path / "m").exists()
+
+
+def test_finetune_last_block_trains_block5_and_exports_it(tmp_path: Path) -> None:
+    from catdog.export import build_model_dir
+
+    out = tmp_path / "ft"
+    config = TrainConfig(
+        data=str(CATSDOGS),
+        out=str(out),
+        backbone="vgg16",
+        views=1,
+        epochs=2,
+        finetune_last_block=True,
+        finetune_lr_scale=1.0,
+    )
+    train(config, progress=False)
+    backbone = create_backbone("vgg16")
+    pretrained = backbone.load_state()
+    with np.load(out / "last_block.npz") as arrays:
+        tuned = {key: arrays[key] for key in arrays.files}
+    assert set(tuned) == {f"block5_conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")}
+    assert not np.allclose(tuned["block5_conv3.weight"], pretrained["block5_conv3.weight"].numpy())
+
+    body = backbone.build_body()
+    body.load_state_dict({**pretrained, **{k: torch.from_numpy(v) for k, v in tuned.items()}})
+    config_dict = ModelConfig.load(out)
+    head = load_head(out / "head.npz", 512, HeadConfig.from_dict(config_dict.head))
+    images = np.stack([load_image(p, 224) for p in sorted((CATSDOGS / "test" / "cats").iterdir())[:2]])
+    with torch.no_grad():
+        expected = torch.sigmoid(head(body(torch.from_numpy(backbone.spec.normalization(images))).mean(dim=(2, 3))))
+    np.testing.assert_allclose(Predictor(out).p_dog(images), expected.numpy(), atol=1e-4)
+    (out / "model.onnx").unlink()
+    build_model_dir(out)
+    np.testing.assert_allclose(Predictor(out).p_dog(images), expected.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize(("backbone", "precision"), [("vgg16", "int8"), ("efficientnet_lite0", None)])
+def test_finetune_refuses_what_it_cannot_do(tmp_path: Path, backbone: str, precision: str | None) -> None:
+    from catdog.errors import UsageProblem
+
+    config = TrainConfig(
+        data=str(CATSDOGS), out=str(tmp_path / "m"), backbone=backbone, precision=precision, finetune_last_block=True
+    )
+    with pytest.raises(UsageProblem, match="finetune-last-block"):
+        train(config, progress=False)

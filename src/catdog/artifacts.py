@@ -5,6 +5,7 @@ MODEL_DIR/
   pet_gate.onnx       EfficientNet-Lite0 ImageNet head: image -> P(cat or dog at all) [built]
   head.npz            the trained head's weights (small; committed for shipped models)
   calibration.json    int8 activation ranges, when the backbone runs in int8
+  last_block.npz      the fine-tuned last backbone block (--finetune-last-block models only)
   model_config.json   everything needed to use and to reproduce the model
   metrics.json        evaluation on held-out data
   history.json        per-epoch training curves
@@ -27,6 +28,7 @@ FORMAT_VERSION = 1
 MODEL_ONNX = "model.onnx"
 PET_GATE_ONNX = "pet_gate.onnx"
 HEAD_NPZ = "head.npz"
+LAST_BLOCK_NPZ = "last_block.npz"  # fine-tuned backbone block, for --finetune-last-block models
 CALIBRATION_JSON = "calibration.json"
 CONFIG_JSON = "model_config.json"
 METRICS_JSON = "metrics.json"

@@ -64,6 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         views=args.views,
         seed=args.seed,
         head=HeadConfig(hidden=args.hidden, dropout=args.dropout),
+        finetune_last_block=args.finetune_last_block,
         augment=AugmentRecipe(seed=args.seed),
     )
     result = train(config)
@@ -171,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=_int_list, default=(256, 128), help="head layer widths, e.g. 256,128")
     p.add_argument("--dropout", type=_float_list, default=(0.5, 0.3), help="dropout after each layer, e.g. 0.5,0.3")
     p.add_argument("--no-eval", action="store_true", help="skip evaluating on DIR/test")
+    p.add_argument(
+        "--finetune-last-block",
+        action="store_true",
+        help="also fine-tune the backbone's last block (vgg16: block 5; slow without a GPU)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a model on DIR/test or DIR/{cats,dogs}")

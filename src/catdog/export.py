@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
-from catdog.artifacts import CALIBRATION_JSON, HEAD_NPZ, MODEL_ONNX, PET_GATE_ONNX, ModelConfig
+from catdog.artifacts import CALIBRATION_JSON, HEAD_NPZ, LAST_BLOCK_NPZ, MODEL_ONNX, PET_GATE_ONNX, ModelConfig
 from catdog.backbones import create_backbone
-from catdog.backbones.base import ONNX_OPSET, ensure_onnx
+from catdog.backbones.base import ONNX_OPSET, Backbone, PooledFeatures, ensure_onnx, export_onnx
 from catdog.backbones.efficientnet_lite0 import EfficientNetLite0
 
 
@@ -81,13 +81,30 @@ def save_atomic(model: onnx.ModelProto, path: Path) -> None:
     part.replace(path)
 
 
+def finetuned_backbone_graph(backbone: Backbone, model_dir: Path) -> Path:
+    """The pretrained body with the model's own fine-tuned last block, as the pooled-feature graph."""
+    import torch
+
+    body = backbone.build_body()
+    body.load_state_dict(backbone.load_state())
+    last_block = backbone.finetune_split(body)[1]  # shares its modules with body
+    with np.load(model_dir / LAST_BLOCK_NPZ) as arrays:
+        last_block.load_state_dict({key: torch.from_numpy(arrays[key]) for key in arrays.files})
+    path = model_dir / "features.onnx"
+    export_onnx(PooledFeatures(body).eval(), path, backbone.spec)
+    return path
+
+
 def build_model_dir(model_dir: Path, weights_dir: Path | None = None) -> Path:
     """(Re)build model.onnx and pet_gate.onnx from the backbone weights and the committed head."""
     model_dir = Path(model_dir)
     config = ModelConfig.load(model_dir)
     backbone = create_backbone(config.backbone, weights_dir=weights_dir)
     table = model_dir / CALIBRATION_JSON if config.precision == "int8" else None
-    backbone_graph = ensure_onnx(backbone, config.precision, table)
+    if (model_dir / LAST_BLOCK_NPZ).is_file():
+        backbone_graph = finetuned_backbone_graph(backbone, model_dir)
+    else:
+        backbone_graph = ensure_onnx(backbone, config.precision, table)
     with np.load(model_dir / HEAD_NPZ) as npz:
         arrays = {key: npz[key] for key in npz.files}
     save_atomic(combine(backbone_graph, head_graph(arrays)), model_dir / MODEL_ONNX)

@@ -57,11 +57,12 @@ class FeatureExtractor:
 
 
 class FeatureCache:
-    """sha256:view -> float32 vector, in one SQLite file per extractor id."""
+    """sha256:view -> vector (stored as `dtype`, returned as float32), one SQLite file per extractor."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, dtype: type[np.floating] = np.float32) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.dtype = dtype
         self.db = sqlite3.connect(path)
         self.db.execute("CREATE TABLE IF NOT EXISTS features (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
 
@@ -71,14 +72,14 @@ class FeatureCache:
             chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
             for key, blob in self.db.execute(f"SELECT key, vector FROM features WHERE key IN ({marks})", chunk):
-                found[key] = np.frombuffer(blob, dtype=np.float32)
+                found[key] = np.frombuffer(blob, dtype=self.dtype).astype(np.float32)
         return found
 
     def put(self, items: Iterable[tuple[str, np.ndarray]]) -> None:
         with self.db:
             self.db.executemany(
                 "INSERT OR REPLACE INTO features VALUES (?, ?)",
-                ((key, np.asarray(v, np.float32).tobytes()) for key, v in items),
+                ((key, np.asarray(v, self.dtype).tobytes()) for key, v in items),
             )
 
     def __len__(self) -> int:
@@ -88,8 +89,10 @@ class FeatureCache:
         self.db.close()
 
 
-def cache_for(features_dir: Path, backbone: str, extractor: FeatureExtractor) -> FeatureCache:
-    return FeatureCache(features_dir / f"{backbone}-{extractor.graph_digest}.sqlite")
+def cache_for(
+    features_dir: Path, backbone: str, extractor: FeatureExtractor, dtype: type[np.floating] = np.float32
+) -> FeatureCache:
+    return FeatureCache(features_dir / f"{backbone}-{extractor.graph_digest}.sqlite", dtype)
 
 
 def _key(sample: Sample, view: int, recipe: AugmentRecipe) -> str:
@@ -113,7 +116,7 @@ def extract_features(
     progress: bool = True,
     desc: str = "features",
 ) -> np.ndarray:
-    """(len(samples), views, C) features; only the missing (image, view) pairs run the backbone."""
+    """(len(samples), views, D) flat features; only the missing (image, view) pairs run the graph."""
     recipe = recipe or AugmentRecipe()
     size = extractor.normalization.size
     keys = [_key(s, v, recipe) for s in samples for v in range(views)]
@@ -125,7 +128,7 @@ def extract_features(
     with tqdm(total=sum(len(vs) for _, vs in todo), desc=desc, unit="img", disable=not progress) as bar:
         for loaded in loaded_batches:
             pairs = [pair for views_of_one in loaded for pair in views_of_one]
-            vectors = extractor(np.stack([image for _, image in pairs]))
+            vectors = extractor(np.stack([image for _, image in pairs])).reshape(len(pairs), -1)
             computed = list(zip((key for key, _ in pairs), vectors, strict=False))
             cache.put(computed)
             found.update(computed)

@@ -21,10 +21,11 @@ from torch import nn
 from tqdm import tqdm
 
 import catdog
-from catdog.artifacts import CALIBRATION_JSON, HEAD_NPZ, HISTORY_JSON, ModelConfig, write_json
+from catdog.artifacts import CALIBRATION_JSON, HEAD_NPZ, HISTORY_JSON, LAST_BLOCK_NPZ, ModelConfig, write_json
 from catdog.backbones import create_backbone
 from catdog.backbones.base import ensure_onnx, packaged_calibration_table
 from catdog.data import DataError, load_split, resolve_split
+from catdog.errors import UsageProblem
 from catdog.export import build_model_dir
 from catdog.features import AugmentRecipe, FeatureExtractor, cache_for, extract_features
 from catdog.head import Head, HeadConfig, save_head
@@ -51,6 +52,9 @@ class TrainConfig:
     seed: int = 42
     head: HeadConfig = field(default_factory=HeadConfig)
     augment: AugmentRecipe = field(default_factory=AugmentRecipe)
+    # Also train the backbone's last block (VGG16: block 5) on cached maps of the frozen trunk.
+    finetune_last_block: bool = False
+    finetune_lr_scale: float = 0.01  # the block's learning rate, relative to the head's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,16 +87,19 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     if min(counts.values()) == 0:
         raise DataError(f"{split.root} needs images of both classes, found {counts}")
 
-    # 2. the frozen backbone, at the precision it serves in
+    # 2. the frozen backbone at the precision it serves in; fine-tuning: its frozen trunk, in fp32
     backbone = create_backbone(config.backbone)
     precision = config.precision or backbone.spec.default_precision
+    finetune = config.finetune_last_block
+    if finetune and precision != "fp32":
+        raise UsageProblem("--finetune-last-block trains and serves in fp32: leave out --precision int8")
     table = packaged_calibration_table(backbone.spec.name) if precision == "int8" else None
-    graph = ensure_onnx(backbone, precision, table)
+    graph = backbone.trunk_onnx_path() if finetune else ensure_onnx(backbone, precision, table)
     extractor = FeatureExtractor(graph, backbone.spec.normalization, settings.threads)
 
-    # 3. features, computed only for (image, view) pairs the cache has not seen
+    # 3. features (pooled vectors, or the trunk's maps), computed only for unseen (image, view) pairs
     t0 = time.perf_counter()
-    cache = cache_for(settings.features_dir, backbone.spec.name, extractor)
+    cache = cache_for(settings.features_dir, backbone.spec.name, extractor, np.float16 if finetune else np.float32)
     features = extract_features(
         samples,
         extractor,
@@ -115,31 +122,47 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     x_val = torch.from_numpy(features[val_idx, 0])
     y_val = torch.from_numpy(labels[val_idx])
 
-    # 5. the head: AdamW, ReduceLROnPlateau, early stopping, best checkpoint kept in memory
+    # 5. the head (and the last block): AdamW, ReduceLROnPlateau, early stopping, best epoch kept
     t1 = time.perf_counter()
-    head = Head(features.shape[-1], config.head)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    channels = backbone.spec.feature_dim
+    head = Head(channels, config.head)
+    groups: list[dict[str, Any]] = [{"params": list(head.parameters()), "lr": config.lr}]
+    model: nn.Module = head
+    last_block: nn.Module | None = None
+    if finetune:
+        body = backbone.build_body()
+        body.load_state_dict(backbone.load_state())
+        last_block = backbone.finetune_split(body)[1]
+        side = round((features.shape[-1] / channels) ** 0.5)
+        model = nn.Sequential(nn.Unflatten(1, (channels, side, side)), last_block, GlobalAveragePool(), head)
+        groups.append({"params": list(last_block.parameters()), "lr": config.lr * config.finetune_lr_scale})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=config.lr_factor, patience=config.lr_patience
     )
     loss_fn = nn.BCEWithLogitsLoss()
     history: list[dict[str, float]] = []
-    best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(head.state_dict())
-    bar = tqdm(range(1, config.epochs + 1), desc="train head", unit="epoch", disable=not progress)
+    best_loss, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
+    bar = tqdm(
+        range(1, config.epochs + 1),
+        desc="train last block + head" if finetune else "train head",
+        unit="epoch",
+        disable=not progress,
+    )
     for epoch in bar:
-        head.train()
+        model.train()
         permutation = torch.randperm(len(x_train))
         total_loss, correct = 0.0, 0
         for start in range(0, len(x_train), config.batch_size):
             batch = permutation[start : start + config.batch_size]
-            logits = head(x_train[batch])
+            logits = model(x_train[batch])
             loss = loss_fn(logits, y_train[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total_loss += float(loss.detach()) * len(batch)
             correct += int(((logits > 0).float() == y_train[batch]).sum())
-        val_loss, val_acc = _validate(head, x_val, y_val, loss_fn)
+        val_loss, val_acc = _validate(model, x_val, y_val, loss_fn)
         scheduler.step(val_loss)
         record = {
             "epoch": epoch,
@@ -153,15 +176,18 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         bar.set_postfix(val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
         monitored = val_loss if np.isfinite(val_loss) else record["train_loss"]  # no validation set: tiny data
         if monitored < best_loss - 1e-5:
-            best_loss, best_epoch, best_state = monitored, epoch, copy.deepcopy(head.state_dict())
+            best_loss, best_epoch, best_state = monitored, epoch, copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= config.early_stopping_patience:
             break
-    head.load_state_dict(best_state)
+    model.load_state_dict(best_state)
     head_seconds = time.perf_counter() - t1
 
     # 6. the model directory: head weights, config with lineage, then model.onnx
     out.mkdir(parents=True, exist_ok=True)
     save_head(head.eval(), out / HEAD_NPZ)
+    if last_block is not None:
+        arrays = {key: value.detach().cpu().numpy() for key, value in last_block.state_dict().items()}
+        np.savez(out / LAST_BLOCK_NPZ, **arrays)
     if table is not None:
         shutil.copyfile(table, out / CALIBRATION_JSON)
     write_json(out / HISTORY_JSON, history)
@@ -199,10 +225,15 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     return TrainResult(model_dir=out, history=history, best_epoch=best_epoch, seconds=seconds)
 
 
-def _validate(head: Head, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[float, float]:
+class GlobalAveragePool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[float, float]:
     if len(x) == 0:
         return float("nan"), float("nan")
-    head.eval()
+    model.eval()
     with torch.no_grad():
-        logits = head(x)
+        logits = torch.cat([model(x[start : start + 256]) for start in range(0, len(x), 256)])
         return float(loss_fn(logits, y)), float(((logits > 0).float() == y).float().mean())

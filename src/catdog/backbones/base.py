@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from catdog.backbones.sources import WeightSource, WeightsUnavailable, file_digest
+from catdog.errors import UsageProblem
 from catdog.preprocessing import Normalization
 from catdog.settings import get_settings
 
@@ -74,6 +75,20 @@ class Backbone(ABC):
     @abstractmethod
     def raw_weights(self) -> list[RawWeights]:
         """Weight sources in the order they are tried (after the local cache)."""
+
+    def finetune_split(self, body: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """(frozen trunk, last block) of a body, for --finetune-last-block."""
+        raise UsageProblem(f"--finetune-last-block is not available for {self.spec.name}")
+
+    def trunk_onnx_path(self) -> Path:
+        """The frozen trunk as an ONNX graph (exported once): what fine-tuning caches maps of."""
+        path = self.dir / "trunk_fp32.onnx"
+        if not path.exists():
+            body = self.build_body()
+            body.load_state_dict(self.load_state())
+            trunk, _ = self.finetune_split(body)
+            export_onnx(trunk.eval(), path, self.spec)
+        return path
 
     def extra_artifacts(self, state: dict[str, torch.Tensor]) -> None:  # noqa: B027 - optional hook
         """Hook for artifacts beyond the backbone (e.g. an ImageNet head)."""
@@ -161,7 +176,7 @@ def export_onnx(module: nn.Module, path: Path, spec: BackboneSpec, output_name: 
     """Export (N,3,H,W) -> output with a dynamic batch (and size, where the network allows)."""
     size = spec.input_size
     dummy = torch.zeros(1, 3, size, size)
-    axes = {0: "batch", 2: "height", 3: "width"} if spec.dynamic_size else {0: "batch"}
+    axes: dict[int, str] = {0: "batch", 2: "height", 3: "width"} if spec.dynamic_size else {0: "batch"}
     part = path.with_suffix(".part")
     torch.onnx.export(
         module,

@@ -100,6 +100,12 @@ class VGG16(Backbone):
     def build_body(self) -> nn.Module:
         return build_vgg16_body()
 
+    def finetune_split(self, body: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """Blocks 1-4 stay frozen; block 5 (three 3x3 convs, 7.1 M parameters) is fine-tuned."""
+        assert isinstance(body, nn.Sequential)
+        cut = [name for name, _ in body.named_children()].index("block4_pool") + 1
+        return body[:cut], body[cut:]
+
     def raw_weights(self) -> list[RawWeights]:
         return [
             RawWeights(KERAS_NOTOP, "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", read_keras_h5),
