@@ -4,16 +4,19 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 
 from catdog.export import build_model_dir, head_graph
 from catdog.head import Head, HeadConfig, head_arrays
 
 
-def test_head_graph_computes_what_the_torch_head_computes() -> None:
+@pytest.mark.parametrize("l2_normalize", [False, True])
+def test_head_graph_computes_what_the_torch_head_computes(l2_normalize: bool) -> None:
     torch.manual_seed(0)
-    head = Head(32, HeadConfig(hidden=(16, 8), dropout=(0.5, 0.3))).eval()
-    graph = head_graph(head_arrays(head))
+    config = HeadConfig(hidden=(16, 8), dropout=(0.5, 0.3), l2_normalize=l2_normalize, l2_scale=7.0)
+    head = Head(32, config).eval()
+    graph = head_graph(head_arrays(head), config.to_dict())
     x = np.random.default_rng(0).normal(size=(5, 32)).astype(np.float32)
     session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     with torch.no_grad():

@@ -12,7 +12,7 @@ def test_default_head_is_the_spec_design() -> None:
     head = Head(512)
     assert [layer.out_features for layer in head.linears()] == [256, 128, 1]
     rates = [m.p for m in head.layers if isinstance(m, torch.nn.Dropout)]
-    assert rates == [0.0, 0.5, 0.3]
+    assert rates == [0.2, 0.5, 0.3]
     assert head(torch.zeros(4, 512)).shape == (4,)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -19,11 +20,18 @@ from catdog.backbones.base import ONNX_OPSET, Backbone, PooledFeatures, ensure_o
 from catdog.backbones.efficientnet_lite0 import EfficientNetLite0
 
 
-def head_graph(arrays: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """features (N, C) -> Gemm/ReLU ... Gemm -> sigmoid -> p_dog (N,)."""
+def head_graph(arrays: dict[str, np.ndarray], config: dict[str, Any] | None = None) -> onnx.ModelProto:
+    """features (N, C) -> [L2 normalize x scale] -> Gemm/ReLU ... Gemm -> sigmoid -> p_dog (N,)."""
     n_layers = len([k for k in arrays if k.endswith(".weight")])
     in_features = arrays["linear0.weight"].shape[1]
     nodes, inits, current = [], [], "features"
+    if config and config.get("l2_normalize"):
+        inits.append(numpy_helper.from_array(np.array(config["l2_scale"], np.float32), "l2_scale"))
+        nodes += [
+            helper.make_node("LpNormalization", [current], ["unit"], axis=1, p=2),
+            helper.make_node("Mul", ["unit", "l2_scale"], ["normalized"]),
+        ]
+        current = "normalized"
     for i in range(n_layers):
         weight, bias = f"linear{i}.weight", f"linear{i}.bias"
         inits += [numpy_helper.from_array(arrays[weight], weight), numpy_helper.from_array(arrays[bias], bias)]
@@ -107,7 +115,7 @@ def build_model_dir(model_dir: Path, weights_dir: Path | None = None) -> Path:
         backbone_graph = ensure_onnx(backbone, config.precision, table)
     with np.load(model_dir / HEAD_NPZ) as npz:
         arrays = {key: npz[key] for key in npz.files}
-    save_atomic(combine(backbone_graph, head_graph(arrays)), model_dir / MODEL_ONNX)
+    save_atomic(combine(backbone_graph, head_graph(arrays, config.head)), model_dir / MODEL_ONNX)
     gate = EfficientNetLite0(weights_dir=weights_dir)
     gate.prepare()
     part = model_dir / (PET_GATE_ONNX + ".part")

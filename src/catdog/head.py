@@ -21,7 +21,11 @@ from catdog.errors import UsageProblem
 class HeadConfig:
     hidden: tuple[int, ...] = (256, 128)
     dropout: tuple[float, ...] = (0.5, 0.3)
-    input_dropout: float = 0.0
+    # Chosen by 5-fold cross-validation on the train split's VGG16 features (accuracy 98.39% ->
+    # 98.66%): scale-free features (L2-normalized, times a constant) and dropout on the input.
+    input_dropout: float = 0.2
+    l2_normalize: bool = True
+    l2_scale: float = 20.0
 
     def __post_init__(self) -> None:
         if len(self.hidden) != len(self.dropout):
@@ -38,6 +42,8 @@ class HeadConfig:
             hidden=tuple(data["hidden"]),
             dropout=tuple(data["dropout"]),
             input_dropout=float(data.get("input_dropout", 0.0)),
+            l2_normalize=bool(data.get("l2_normalize", False)),
+            l2_scale=float(data.get("l2_scale", 20.0)),
         )
 
 
@@ -56,6 +62,8 @@ class Head(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.config.l2_normalize:
+            features = nn.functional.normalize(features, dim=1) * self.config.l2_scale
         return self.layers(features).squeeze(-1)
 
     def linears(self) -> list[nn.Linear]:
