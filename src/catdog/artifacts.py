@@ -86,4 +86,5 @@ def write_json(path: Path, data: Any) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=2, sort_keys=False)
         handle.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; model files are meant to be shared
     os.replace(tmp, path)

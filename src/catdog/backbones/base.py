@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,6 +179,14 @@ def export_onnx(module: nn.Module, path: Path, spec: BackboneSpec, output_name: 
     dummy = torch.zeros(1, 3, size, size)
     axes: dict[int, str] = {0: "batch", 2: "height", 3: "width"} if spec.dynamic_size else {0: "batch"}
     part = path.with_suffix(".part")
+    with warnings.catch_warnings():  # the exporter's notes on constant folding are not for users
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _export(module, dummy, part, output_name, axes)
+    part.replace(path)
+
+
+def _export(module: nn.Module, dummy: torch.Tensor, part: Path, output_name: str, axes: dict[int, str]) -> None:
     torch.onnx.export(
         module,
         (dummy,),
@@ -188,7 +197,6 @@ def export_onnx(module: nn.Module, path: Path, spec: BackboneSpec, output_name: 
         opset_version=ONNX_OPSET,
         dynamo=False,
     )
-    part.replace(path)
 
 
 CALIBRATION_DIR = Path(__file__).with_name("calibration")
