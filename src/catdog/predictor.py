@@ -60,44 +60,40 @@ class Predictor:
         return np.asarray(self.gate.run(None, {"image": self.gate_normalization(images)})[0], np.float64)
 
     # --- files or bytes in, predictions out ----------------------------------------------
-    def _decode(self, source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+    def _decode(self, source: ImageSource, gate: bool) -> tuple[np.ndarray, np.ndarray | None]:
         model_size, gate_size = self.normalization.size, self.gate_normalization.size
         image = load_image(source, model_size)
-        gate_image = image if gate_size == model_size or self.gate is None else load_image(source, gate_size)
-        return image, gate_image
+        if not gate:
+            return image, None
+        return image, image if gate_size == model_size else load_image(source, gate_size)
 
-    def _batches(self, sources: Sequence[ImageSource]) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        for decoded in prefetched(chunks(list(sources), self.batch_size), self._decode):
-            images = np.stack([image for image, _ in decoded])
-            yield self.p_dog(images), self.pet_scores(np.stack([gate for _, gate in decoded]))
+    def _batches(self, sources: Sequence[ImageSource], gate: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(P(dog), pet scores or None) per batch; the session objects are never mutated (thread-safe)."""
+        gate = gate and self.gate is not None
+        for decoded in prefetched(chunks(list(sources), self.batch_size), lambda s: self._decode(s, gate)):
+            p_dog = self.p_dog(np.stack([image for image, _ in decoded]))
+            pet = self.pet_scores(np.stack([g for _, g in decoded if g is not None])) if gate else None
+            yield p_dog, pet
 
     def predict(
         self, sources: Sequence[ImageSource], names: Sequence[str | None] | None = None, with_gate: bool = True
     ) -> list[Prediction]:
-        """Raises ImageDecodeError on the first unreadable input (callers validate first if needed)."""
+        """Raises ImageDecodeError on the first unreadable input, before anything is returned."""
         names = list(names) if names is not None else [str(s) if not isinstance(s, bytes) else None for s in sources]
         results: list[Prediction] = []
-        for p_dog, pet in self._batches(sources):
+        for p_dog, pet in self._batches(sources, with_gate):
             for i, p in enumerate(p_dog):
-                results.append(
-                    self._prediction(
-                        names[len(results)], float(p), None if pet is None or not with_gate else float(pet[i])
-                    )
-                )
+                results.append(self._prediction(names[len(results)], float(p), None if pet is None else float(pet[i])))
         return results
 
     def probabilities(self, paths: Sequence[Path], progress: bool = False) -> np.ndarray:
         """P(dog) for many files, for evaluation; the pet gate is skipped."""
-        gate, self.gate = self.gate, None
-        try:
-            out: list[np.ndarray] = []
-            with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
-                for p_dog, _ in self._batches(list(paths)):
-                    out.append(p_dog)
-                    bar.update(len(p_dog))
-            return np.concatenate(out) if out else np.zeros(0)
-        finally:
-            self.gate = gate
+        out: list[np.ndarray] = []
+        with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
+            for p_dog, _ in self._batches(list(paths), gate=False):
+                out.append(p_dog)
+                bar.update(len(p_dog))
+        return np.concatenate(out) if out else np.zeros(0)
 
     def _prediction(self, name: str | None, p_dog: float, pet: float | None) -> Prediction:
         is_dog = p_dog >= self.threshold
