@@ -67,6 +67,7 @@ class Backbone(ABC):
 
     def __init__(self, weights_dir: Path | None = None) -> None:
         self.dir = (weights_dir or get_settings().weights_dir) / self.spec.name
+        self._verified: dict[str, object] | None = None  # manifest, once this instance has checked it
 
     # --- the unit's own parts -------------------------------------------------------------
     @abstractmethod
@@ -115,10 +116,15 @@ class Backbone(ABC):
         )
 
     def prepare(self) -> dict[str, object]:
-        """Make sure the converted artifacts exist and verify; convert once if they do not."""
-        if not self.is_prepared():
-            self._convert()
-        return dict(json.loads(self.manifest_path.read_text()))
+        """Make sure the converted artifacts exist and verify; convert once if they do not.
+
+        Hashing ~120 MB costs a fraction of a second, so one instance verifies only once.
+        """
+        if self._verified is None:
+            if not self.is_prepared():
+                self._convert()
+            self._verified = dict(json.loads(self.manifest_path.read_text()))
+        return dict(self._verified)
 
     def load_state(self) -> dict[str, torch.Tensor]:
         self.prepare()
