@@ -2,10 +2,10 @@
 
 For each graph, images/s at a fixed batch size, twice: on images decoded beforehand (the graph
 alone, normalization included) and from the files (decoded in 2 threads ahead of the graph, as
-catdog.features and catdog.predictor do). Then the cosine similarity of the int8 VGG16 features
+catdog.ml.features and catdog.ml.predictor do). Then the cosine similarity of the int8 VGG16 features
 to the fp32 ones, and the cost of decoding + resizing a JPEG to 224 px with Pillow (draft mode,
 the library's path, and without it) and with simplejpeg. Sessions come from
-catdog.onnx_runtime.make_session, so CUDA is used automatically where this onnxruntime has it.
+catdog.ml.onnx_runtime.make_session, so CUDA is used automatically where this onnxruntime has it.
 
     .venv/bin/python bench/inference.py                       # 64 test images, batch 16
     .venv/bin/python bench/inference.py --images 8 --model models/vgg16
@@ -26,13 +26,13 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageOps
 
-from catdog.artifacts import MODEL_ONNX, ModelConfig
-from catdog.backbones import create_backbone
-from catdog.backbones.base import ensure_onnx
-from catdog.data import IMAGE_SUFFIXES
-from catdog.onnx_runtime import make_session
-from catdog.parallel import chunks, prefetched
-from catdog.preprocessing import Normalization, load_image
+from catdog.ml.artifacts import MODEL_ONNX, ModelConfig
+from catdog.ml.backbones import create_backbone
+from catdog.ml.backbones.base import ensure_onnx
+from catdog.ml.data import IMAGE_SUFFIXES
+from catdog.ml.onnx_runtime import make_session
+from catdog.ml.parallel import chunks, prefetched
+from catdog.ml.preprocessing import Normalization, load_image
 from catdog.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from catdog.artifacts import ModelConfig
-from catdog.backbones.efficientnet_lite0 import EfficientNetLite0
-from catdog.data import IMAGE_SUFFIXES
-from catdog.onnx_runtime import make_session
-from catdog.parallel import chunks, prefetched
-from catdog.preprocessing import LITE, ImageSource, load_image
+from catdog.ml.artifacts import ModelConfig
+from catdog.ml.backbones.efficientnet_lite0 import EfficientNetLite0
+from catdog.ml.data import IMAGE_SUFFIXES
+from catdog.ml.onnx_runtime import make_session
+from catdog.ml.parallel import chunks, prefetched
+from catdog.ml.preprocessing import LITE, ImageSource, load_image
 from catdog.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Training time, cold and warm: catdog.train.train twice on the same data and feature cache.
+"""Training time, cold and warm: catdog.ml.train.train twice on the same data and feature cache.
 
 The first run starts from an empty feature cache (a temp CATDOG_FEATURES_DIR) and pays one
 backbone pass per (image, view); the second finds every feature cached, so it shows what a
@@ -18,9 +18,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from catdog.artifacts import CONFIG_JSON
-from catdog.data import CLASS_DIRS, IMAGE_SUFFIXES, resolve_split
-from catdog.train import TrainConfig, TrainResult, train
+from catdog.ml.artifacts import CONFIG_JSON
+from catdog.ml.data import CLASS_DIRS, IMAGE_SUFFIXES, resolve_split
+from catdog.ml.train import TrainConfig, TrainResult, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "catsdogs"

@@ -69,16 +69,16 @@ CELLS: list[NotebookNode] = [
         from IPython.display import Image as PNG
         from IPython.display import Markdown, display
 
-        from catdog.artifacts import CONFIG_JSON, METRICS_JSON, PLOTS_DIR, write_json
-        from catdog.backbones import backbone_spec
-        from catdog.data import load_split
-        from catdog.evaluate import evaluate_model
-        from catdog.features import AugmentRecipe
-        from catdog.head import Head
-        from catdog.plots import training_curves_plot
-        from catdog.predictor import Predictor
-        from catdog.preprocessing import load_image, open_image
-        from catdog.train import TrainConfig, train
+        from catdog.ml.artifacts import CONFIG_JSON, METRICS_JSON, PLOTS_DIR, write_json
+        from catdog.ml.backbones import backbone_spec
+        from catdog.ml.data import load_split
+        from catdog.ml.evaluate import evaluate_model
+        from catdog.ml.features import AugmentRecipe
+        from catdog.ml.head import Head
+        from catdog.ml.plots import training_curves_plot
+        from catdog.ml.predictor import Predictor
+        from catdog.ml.preprocessing import load_image, open_image
+        from catdog.ml.train import TrainConfig, train
 
         # figures inline, whatever backend the kernel started with
         %matplotlib inline
@@ -118,10 +118,10 @@ CELLS: list[NotebookNode] = [
         """
         ## 1. The data
 
-        `catdog.data.load_split` reads one `cats/` + `dogs/` folder: it hashes every file (the hash is
+        `catdog.ml.data.load_split` reads one `cats/` + `dogs/` folder: it hashes every file (the hash is
         the feature-cache key and finds byte-identical duplicates), reads each image's size without
         decoding its pixels, and skips unreadable files with a reason instead of crashing.
-        `catdog data DIR` prints the same report (`catdog.data.describe`).
+        `catdog data DIR` prints the same report (`catdog.ml.data.describe`).
         """
     ),
     code(
@@ -201,10 +201,10 @@ CELLS: list[NotebookNode] = [
         """
         ## 2. Preprocessing
 
-        `catdog.preprocessing.load_image` is the one place where files become model input, for training,
+        `catdog.ml.preprocessing.load_image` is the one place where files become model input, for training,
         evaluation and serving alike: it decodes (JPEG draft mode shrinks large photos while decoding),
         applies the EXIF orientation and squashes the image to a square, so the whole animal stays in
-        frame. Training can add augmented **views** (`catdog.features.AugmentRecipe.view`): view 0 is the
+        frame. Training can add augmented **views** (`catdog.ml.features.AugmentRecipe.view`): view 0 is the
         plain image, view k > 0 a random rotation, zoom, shift and flip fixed by (seed, image content, k),
         so a view's features are cached like the plain ones. Each backbone then wants its own pixel
         normalization, stored as plain data in the model's config.
@@ -251,7 +251,7 @@ CELLS: list[NotebookNode] = [
         """
         ## 3. Build and train
 
-        `catdog.train.train` takes a `TrainConfig`: it loads the pretrained backbone (ONNX graph, frozen),
+        `catdog.ml.train.train` takes a `TrainConfig`: it loads the pretrained backbone (ONNX graph, frozen),
         computes the pooled features of every training image and view (only those the cache lacks),
         holds out 10% of the images for validation, trains the head with AdamW, a learning-rate schedule
         and early stopping, keeps the best epoch, and writes the model directory, including one
@@ -290,7 +290,7 @@ CELLS: list[NotebookNode] = [
         """
         ## 4. Evaluate on the test split
 
-        `catdog.evaluate.evaluate_model` runs the saved `model.onnx` (exactly what is served) on every
+        `catdog.ml.evaluate.evaluate_model` runs the saved `model.onnx` (exactly what is served) on every
         test image, computes every metric with "dog" as the positive class, and draws the plots.
         """
     ),
@@ -358,7 +358,7 @@ CELLS: list[NotebookNode] = [
         """
         ## 6. Predict
 
-        `catdog.predictor.Predictor` loads the model directory with ONNX Runtime alone (no PyTorch) and
+        `catdog.ml.predictor.Predictor` loads the model directory with ONNX Runtime alone (no PyTorch) and
         returns, for each image, the class, its confidence, P(dog) and the pet gate's verdict.
         """
     ),

@@ -25,8 +25,8 @@ def catsdogs() -> Path:
 def _train_tiny(out: Path, backbone: str, views: int, epochs: int, precision: str | None = None) -> Path:
     import os
 
-    from catdog.features import AugmentRecipe
-    from catdog.train import TrainConfig, train
+    from catdog.ml.features import AugmentRecipe
+    from catdog.ml.train import TrainConfig, train
 
     os.environ.setdefault("CATDOG_FEATURES_DIR", str(out.parent / "features"))
     config = TrainConfig(

@@ -29,8 +29,8 @@ class _Parser(argparse.ArgumentParser):
 def cmd_weights(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from catdog.backbones import create_backbone, list_backbones
-    from catdog.backbones.base import ensure_onnx
+    from catdog.ml.backbones import create_backbone, list_backbones
+    from catdog.ml.backbones.base import ensure_onnx
 
     names = args.backbone or list_backbones()
     for name in tqdm(names, desc="weights", unit="backbone"):
@@ -42,18 +42,18 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from catdog.data import describe
+    from catdog.ml.data import describe
 
     print(json.dumps(describe(Path(args.data)), indent=2))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from catdog.artifacts import METRICS_JSON, PLOTS_DIR, write_json
-    from catdog.evaluate import evaluate_model
-    from catdog.features import AugmentRecipe
-    from catdog.head import HeadConfig
-    from catdog.train import TrainConfig, train
+    from catdog.ml.artifacts import METRICS_JSON, PLOTS_DIR, write_json
+    from catdog.ml.evaluate import evaluate_model
+    from catdog.ml.features import AugmentRecipe
+    from catdog.ml.head import HeadConfig
+    from catdog.ml.train import TrainConfig, train
 
     config = TrainConfig(
         data=args.data,
@@ -86,8 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from catdog.artifacts import METRICS_JSON, PLOTS_DIR, write_json
-    from catdog.evaluate import evaluate_model
+    from catdog.ml.artifacts import METRICS_JSON, PLOTS_DIR, write_json
+    from catdog.ml.evaluate import evaluate_model
 
     model_dir = Path(args.model)
     plots_dir = model_dir / PLOTS_DIR if args.save else None
@@ -119,8 +119,8 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from catdog.predictor import Predictor
-    from catdog.preprocessing import load_image
+    from catdog.ml.predictor import Predictor
+    from catdog.ml.preprocessing import load_image
 
     for path in args.files:  # check every input before any work: all or nothing
         try:
@@ -138,7 +138,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from catdog.export import build_model_dir
+    from catdog.ml.export import build_model_dir
 
     for model in args.models:
         print(build_model_dir(Path(model)))
@@ -220,15 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from catdog.errors import CatdogError, UsageProblem
 
     try:
+        from catdog.settings import get_settings
+
         args = build_parser().parse_args(argv)
+        settings = get_settings()  # a bad CATDOG_* value stops here, with one line
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
         )
         if getattr(args, "model", "") is None:
-            from catdog.settings import get_settings
-
-            settings = get_settings()
-            args.model = str(settings.models_dir / settings.default_model)
+            args.model = str(settings.default_model_dir)
         return int(args.func(args))
     except (UsageError, UsageProblem, FileNotFoundError) as exc:
         print(f"catdog: error: {exc}".splitlines()[0], file=sys.stderr)

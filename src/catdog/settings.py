@@ -1,54 +1,126 @@
-"""The one settings object: every value comes from a CATDOG_* environment variable."""
+"""The one settings object: every value comes from a CATDOG_* environment variable (pydantic-settings).
+
+`get_settings()` reads the environment anew on each call, so tests and CLI flags that set a
+variable take effect at once. A bad value raises SettingsError with one line naming the
+variable, what it got and what it needs; the CLI prints that line and exits 2 at start-up.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from catdog.errors import UsageProblem
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ENV_PREFIX = "CATDOG_"
 
 
-def _env_path(name: str, default: Path) -> Path:
-    value = os.environ.get(name)
-    return Path(value).expanduser() if value else default
+class SettingsError(UsageProblem):
+    """A CATDOG_* variable holds a value catdog cannot use."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Where catdog keeps things and how it runs, from the environment (get_settings reads it anew)."""
+class Settings(BaseSettings):
+    """Where catdog keeps things and how it runs. Field `x` is read from CATDOG_X."""
 
-    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "catdog")
-    data_dir: Path = PROJECT_ROOT / "data"
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # --- where things live -------------------------------------------------------------------
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "catdog")
+    features_dir_override: Path | None = Field(default=None, validation_alias="CATDOG_FEATURES_DIR")
+    data_dir: Path = PROJECT_ROOT / "data"  # the labelled data set: DIR/{train,test}/{cats,dogs}
+    state_dir: Path = PROJECT_ROOT / "state"  # the platform's own files: database, explanations, metrics
     models_dir: Path = PROJECT_ROOT / "models"
     default_model: str = "vgg16"
-    port: int = 8000
-    threads: int = 0  # 0 lets ONNX Runtime use every core
-    features_override: Path | None = None
+    database_url: str | None = None  # default: SQLite in state_dir
 
+    # --- inference -----------------------------------------------------------------------------
+    threads: int = Field(default=0, ge=0)  # ONNX Runtime intra-op threads; 0 = every core
+    precision: Literal["auto", "fp32", "int8"] = "auto"  # auto: int8 where the CPU has int8 dot products
+
+    # --- the web service -----------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_batch_size: int = Field(default=16, ge=1, le=256)  # images per ONNX Runtime run
+    max_batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)  # how long a batch waits to fill
+    max_queue_size: int = Field(default=64, ge=1)  # images waiting or decoding; past it: 503
+    decode_threads: int = Field(default=2, ge=1, le=64)
+    warmup_batch_sizes: str = "all"  # "all" (1..max_batch_size) or a list such as "1,16"
+    prediction_cache_size: int = Field(default=4096, ge=0)  # entries; 0 turns the cache off
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_batch_files: int = Field(default=64, ge=1)
+    explanations_kept: int = Field(default=2000, ge=0)
+    db_flush_seconds: float = Field(default=0.5, gt=0, le=60)
+    drift_window: int = Field(default=500, ge=20)  # recent predictions compared with the reference
+    drift_min_samples: int = Field(default=50, ge=10)
+    drift_interval_seconds: float = Field(default=60.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    admin_token: str | None = None  # the retraining and registry issue uses it
+
+    @field_validator("warmup_batch_sizes")
     @classmethod
-    def from_env(cls) -> Settings:
-        base = cls()
-        return cls(
-            cache_dir=_env_path("CATDOG_CACHE_DIR", base.cache_dir),
-            data_dir=_env_path("CATDOG_DATA_DIR", base.data_dir),
-            models_dir=_env_path("CATDOG_MODELS_DIR", base.models_dir),
-            default_model=os.environ.get("CATDOG_DEFAULT_MODEL", base.default_model),
-            port=int(os.environ.get("CATDOG_PORT", base.port)),
-            threads=int(os.environ.get("CATDOG_THREADS", base.threads)),
-            features_override=_env_path("CATDOG_FEATURES_DIR", Path())
-            if os.environ.get("CATDOG_FEATURES_DIR")
-            else None,
-        )
+    def _sizes(cls, value: str) -> str:
+        if value.strip().lower() != "all":
+            try:
+                sizes = [int(part) for part in value.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError("must be 'all' or comma-separated batch sizes such as 1,16") from None
+            if not sizes or min(sizes) < 1:
+                raise ValueError("must be 'all' or comma-separated batch sizes of at least 1")
+        return value
 
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> Settings:
+        if self.max_queue_size < self.max_batch_size:
+            raise ValueError(
+                f"CATDOG_MAX_QUEUE_SIZE ({self.max_queue_size}) must be at least "
+                f"CATDOG_MAX_BATCH_SIZE ({self.max_batch_size})"
+            )
+        return self
+
+    # --- derived ---------------------------------------------------------------------------------
     @property
     def weights_dir(self) -> Path:
         return self.cache_dir / "weights"
 
     @property
     def features_dir(self) -> Path:
-        return self.features_override or self.cache_dir / "features"
+        return self.features_dir_override or self.cache_dir / "features"
+
+    @property
+    def default_model_dir(self) -> Path:
+        return self.models_dir / self.default_model
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'catdog.sqlite'}"
+
+    def warmup_sizes(self) -> list[int]:
+        """Batch sizes to run once before /ready: every size up to max_batch_size unless narrowed."""
+        if self.warmup_batch_sizes.strip().lower() == "all":
+            return list(range(1, self.max_batch_size + 1))
+        sizes = {int(part) for part in self.warmup_batch_sizes.split(",") if part.strip()}
+        return sorted(min(size, self.max_batch_size) for size in sizes)
 
 
 def get_settings() -> Settings:
-    return Settings.from_env()
+    """The settings from the current environment; SettingsError (one line) on a bad value."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    location = [str(part) for part in error.get("loc", ()) if part]
+    name = ENV_PREFIX + location[0].upper() if location else "a CATDOG_* variable"
+    got = f" (got {error['input']!r})" if location and not isinstance(error.get("input"), dict) else ""
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    more = f"; and {len(exc.errors()) - 1} more" if len(exc.errors()) > 1 else ""
+    return f"invalid setting {name}{got}: {message}{more}"

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from catdog.head import Head, HeadConfig, load_head, save_head
+from catdog.ml.head import Head, HeadConfig, load_head, save_head
 
 
 def test_default_head_is_the_spec_design() -> None:

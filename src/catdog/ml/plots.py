@@ -10,8 +10,8 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from catdog import CLASS_NAMES
-from catdog.data import Split
-from catdog.preprocessing import load_image
+from catdog.ml.data import Split
+from catdog.ml.preprocessing import load_image
 
 
 def _save(fig: Figure, path: Path) -> str:

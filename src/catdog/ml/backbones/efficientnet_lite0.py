@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from catdog.backbones import register_backbone
-from catdog.backbones.base import Backbone, BackboneSpec, RawWeights, export_onnx
-from catdog.backbones.sources import RegistryPackage
-from catdog.preprocessing import LITE
+from catdog.ml.backbones import register_backbone
+from catdog.ml.backbones.base import Backbone, BackboneSpec, RawWeights, export_onnx
+from catdog.ml.backbones.sources import RegistryPackage
+from catdog.ml.preprocessing import LITE
 
 DOG_CLASSES = range(151, 269)
 CAT_CLASSES = range(281, 286)

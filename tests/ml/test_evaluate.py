@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from catdog.evaluate import compute_metrics, evaluate_model
+from catdog.ml.evaluate import compute_metrics, evaluate_model
 
-from .conftest import CATSDOGS
+from ..conftest import CATSDOGS
 
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
 P = np.array([0.1, 0.4, 0.6, 0.2, 0.9, 0.8, 0.3, 0.7])

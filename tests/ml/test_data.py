@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from catdog.data import DataError, describe, load_split, resolve_split
+from catdog.ml.data import DataError, describe, load_split, resolve_split
 
-from .conftest import CATSDOGS, FIXTURES
+from ..conftest import CATSDOGS, FIXTURES
 
 
 def test_load_split_counts_each_class() -> None:

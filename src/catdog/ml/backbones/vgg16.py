@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from catdog.backbones import register_backbone
-from catdog.backbones.base import Backbone, BackboneSpec, RawWeights
-from catdog.backbones.sources import OfficialDownload, RegistryPackage
-from catdog.preprocessing import CAFFE_BGR
+from catdog.ml.backbones import register_backbone
+from catdog.ml.backbones.base import Backbone, BackboneSpec, RawWeights
+from catdog.ml.backbones.sources import OfficialDownload, RegistryPackage
+from catdog.ml.preprocessing import CAFFE_BGR
 
 # (block, number of convs, channels)
 BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))

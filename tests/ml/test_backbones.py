@@ -7,12 +7,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from catdog.backbones import UnknownBackbone, backbone_spec, create_backbone, list_backbones
-from catdog.backbones.efficientnet_lite0 import EfficientNetLite0
-from catdog.head import Head
-from catdog.preprocessing import load_image
+from catdog.ml.backbones import UnknownBackbone, backbone_spec, create_backbone, list_backbones
+from catdog.ml.backbones.efficientnet_lite0 import EfficientNetLite0
+from catdog.ml.head import Head
+from catdog.ml.preprocessing import load_image
 
-from .conftest import FIXTURES
+from ..conftest import FIXTURES
 
 BACKBONES = ["vgg16", "efficientnet_lite0"]
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from catdog.data import Sample
-from catdog.onnx_runtime import make_session
-from catdog.parallel import chunks, prefetched
-from catdog.preprocessing import Normalization, augment, load_image
+from catdog.ml.data import Sample
+from catdog.ml.onnx_runtime import make_session
+from catdog.ml.parallel import chunks, prefetched
+from catdog.ml.preprocessing import Normalization, augment, load_image
 
 
 @dataclass(frozen=True)

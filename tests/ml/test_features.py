@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 
-from catdog.backbones import create_backbone
-from catdog.data import load_split
-from catdog.features import AugmentRecipe, FeatureCache, FeatureExtractor, cache_for, extract_features
+from catdog.ml.backbones import create_backbone
+from catdog.ml.data import load_split
+from catdog.ml.features import AugmentRecipe, FeatureCache, FeatureExtractor, cache_for, extract_features
 
-from .conftest import CATSDOGS
+from ..conftest import CATSDOGS
 
 
 class CountingExtractor(FeatureExtractor):

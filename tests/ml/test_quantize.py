@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from catdog.backbones import create_backbone
-from catdog.backbones.base import ensure_onnx, packaged_calibration_table
-from catdog.preprocessing import CAFFE_BGR, load_image
+from catdog.ml.backbones import create_backbone
+from catdog.ml.backbones.base import ensure_onnx, packaged_calibration_table
+from catdog.ml.preprocessing import CAFFE_BGR, load_image
 
-from .conftest import CATSDOGS
+from ..conftest import CATSDOGS
 
 
 def test_int8_vgg16_features_match_fp32() -> None:

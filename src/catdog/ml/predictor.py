@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from catdog.artifacts import MODEL_ONNX, ModelConfig, ModelDirError
-from catdog.onnx_runtime import make_session
-from catdog.parallel import chunks, prefetched
-from catdog.preprocessing import LITE, ImageSource, Normalization, load_image
+from catdog.ml.artifacts import MODEL_ONNX, ModelConfig, ModelDirError
+from catdog.ml.onnx_runtime import make_session
+from catdog.ml.parallel import chunks, prefetched
+from catdog.ml.preprocessing import LITE, ImageSource, Normalization, load_image
 
 
 @dataclass(frozen=True)

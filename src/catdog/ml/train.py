@@ -21,14 +21,14 @@ from torch import nn
 from tqdm import tqdm
 
 import catdog
-from catdog.artifacts import CALIBRATION_JSON, HEAD_NPZ, HISTORY_JSON, LAST_BLOCK_NPZ, ModelConfig, write_json
-from catdog.backbones import create_backbone
-from catdog.backbones.base import ensure_onnx, packaged_calibration_table
-from catdog.data import DataError, load_split, resolve_split
 from catdog.errors import UsageProblem
-from catdog.export import build_model_dir
-from catdog.features import AugmentRecipe, FeatureExtractor, cache_for, extract_features
-from catdog.head import Head, HeadConfig, save_head
+from catdog.ml.artifacts import CALIBRATION_JSON, HEAD_NPZ, HISTORY_JSON, LAST_BLOCK_NPZ, ModelConfig, write_json
+from catdog.ml.backbones import create_backbone
+from catdog.ml.backbones.base import ensure_onnx, packaged_calibration_table
+from catdog.ml.data import DataError, load_split, resolve_split
+from catdog.ml.export import build_model_dir
+from catdog.ml.features import AugmentRecipe, FeatureExtractor, cache_for, extract_features
+from catdog.ml.head import Head, HeadConfig, save_head
 from catdog.settings import get_settings
 
 log = logging.getLogger(__name__)

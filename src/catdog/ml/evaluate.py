@@ -9,8 +9,8 @@ import numpy as np
 from sklearn import metrics as skm
 
 from catdog import CLASS_NAMES
-from catdog.data import Split, load_split, resolve_split
-from catdog.predictor import Predictor
+from catdog.ml.data import Split, load_split, resolve_split
+from catdog.ml.predictor import Predictor
 
 # log loss clips probabilities away from 0 and 1 so one confident mistake cannot make it infinite
 EPS = 1e-7
@@ -63,7 +63,7 @@ def evaluate_model(
     metrics, p_dog = evaluate_split(predictor, split, progress)
     metrics["model"] = {"backbone": predictor.config.backbone, "precision": predictor.config.precision}
     if plots_dir is not None:
-        from catdog import plots
+        from catdog.ml import plots
 
         metrics["plots"] = plots.evaluation_plots(plots_dir, split, p_dog, metrics, history)
     return metrics

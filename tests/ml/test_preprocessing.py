@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catdog.preprocessing import CAFFE_BGR, LITE, ImageDecodeError, Normalization, augment, load_image, open_image
+from catdog.ml.preprocessing import CAFFE_BGR, LITE, ImageDecodeError, Normalization, augment, load_image, open_image
 
-from .conftest import FIXTURES
+from ..conftest import FIXTURES
 
 
 def test_caffe_bgr_flips_channels_and_subtracts_mean_without_scaling() -> None:

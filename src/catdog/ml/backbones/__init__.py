@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from catdog.backbones.base import Backbone, BackboneSpec
 from catdog.errors import UsageProblem
+from catdog.ml.backbones.base import Backbone, BackboneSpec
 
 _REGISTRY: dict[str, type[Backbone]] = {}
 B = TypeVar("B", bound=type[Backbone])
@@ -44,7 +44,7 @@ def backbone_spec(name: str) -> BackboneSpec:
 
 
 # Importing the units registers them.
-from catdog.backbones import efficientnet_lite0, vgg16  # noqa: E402,F401
+from catdog.ml.backbones import efficientnet_lite0, vgg16  # noqa: E402,F401
 
 __all__: list[str] = [
     "Backbone",

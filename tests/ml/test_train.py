@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from catdog.artifacts import ModelConfig
-from catdog.backbones import create_backbone
-from catdog.data import DataError
-from catdog.head import HeadConfig, load_head
-from catdog.predictor import Predictor
-from catdog.preprocessing import load_image
-from catdog.train import TrainConfig, train
+from catdog.ml.artifacts import ModelConfig
+from catdog.ml.backbones import create_backbone
+from catdog.ml.data import DataError
+from catdog.ml.head import HeadConfig, load_head
+from catdog.ml.predictor import Predictor
+from catdog.ml.preprocessing import load_image
+from catdog.ml.train import TrainConfig, train
 
-from .conftest import CATSDOGS
+from ..conftest import CATSDOGS
 
 
 @pytest.mark.parametrize("fixture", ["lite0_model", "vgg16_model"])
@@ -62,7 +62,7 @@ def test_training_needs_both_classes(tmp_path: Path) -> None:
 
 
 def test_finetune_last_block_trains_block5_and_exports_it(tmp_path: Path) -> None:
-    from catdog.export import build_model_dir
+    from catdog.ml.export import build_model_dir
 
     out = tmp_path / "ft"
     config = TrainConfig(

@@ -14,10 +14,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
-from catdog.artifacts import CALIBRATION_JSON, HEAD_NPZ, LAST_BLOCK_NPZ, MODEL_ONNX, PET_GATE_ONNX, ModelConfig
-from catdog.backbones import create_backbone
-from catdog.backbones.base import ONNX_OPSET, Backbone, PooledFeatures, ensure_onnx, export_onnx
-from catdog.backbones.efficientnet_lite0 import EfficientNetLite0
+from catdog.ml.artifacts import CALIBRATION_JSON, HEAD_NPZ, LAST_BLOCK_NPZ, MODEL_ONNX, PET_GATE_ONNX, ModelConfig
+from catdog.ml.backbones import create_backbone
+from catdog.ml.backbones.base import ONNX_OPSET, Backbone, PooledFeatures, ensure_onnx, export_onnx
+from catdog.ml.backbones.efficientnet_lite0 import EfficientNetLite0
 
 
 def head_graph(arrays: dict[str, np.ndarray], config: dict[str, Any] | None = None) -> onnx.ModelProto:

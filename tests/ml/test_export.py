@@ -7,8 +7,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from catdog.export import build_model_dir, head_graph
-from catdog.head import Head, HeadConfig, head_arrays
+from catdog.ml.export import build_model_dir, head_graph
+from catdog.ml.head import Head, HeadConfig, head_arrays
 
 
 @pytest.mark.parametrize("l2_normalize", [False, True])
@@ -26,7 +26,7 @@ def test_head_graph_computes_what_the_torch_head_computes(l2_normalize: bool) ->
 
 def test_rebuilding_gives_the_same_predictions(model_copy: Path) -> None:
     x = np.random.default_rng(0).integers(0, 255, (2, 224, 224, 3), dtype=np.uint8)
-    from catdog.predictor import Predictor
+    from catdog.ml.predictor import Predictor
 
     before = Predictor(model_copy).p_dog(x)
     (model_copy / "model.onnx").unlink()

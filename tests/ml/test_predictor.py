@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catdog.artifacts import ModelDirError
-from catdog.predictor import Predictor
-from catdog.preprocessing import ImageDecodeError
+from catdog.ml.artifacts import ModelDirError
+from catdog.ml.predictor import Predictor
+from catdog.ml.preprocessing import ImageDecodeError
 
-from .conftest import CATSDOGS, FIXTURES
+from ..conftest import CATSDOGS, FIXTURES
 
 
 def test_predictions_have_the_documented_fields(lite0_model: Path) -> None:

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from catdog.backbones.sources import WeightSource, WeightsUnavailable, file_digest
 from catdog.errors import UsageProblem
-from catdog.preprocessing import Normalization
+from catdog.ml.backbones.sources import WeightSource, WeightsUnavailable, file_digest
+from catdog.ml.preprocessing import Normalization
 from catdog.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def packaged_calibration_table(name: str) -> Path:
 
 def int8_onnx_path(backbone: Backbone, table: Path) -> Path:
     """int8 graphs are named after their range table and recipe, so two never share a file."""
-    from catdog.quantize import RECIPE
+    from catdog.ml.quantize import RECIPE
 
     digest = hashlib.sha256(f"{RECIPE}:{file_digest(table)}".encode()).hexdigest()
     return backbone.dir / f"features_int8_{digest[:12]}.onnx"
@@ -228,7 +228,7 @@ def ensure_onnx(backbone: Backbone, precision: str, table: Path | None = None) -
         return backbone.onnx_path("fp32")
     if precision != "int8":
         raise ValueError(f"unknown precision {precision!r}; use fp32 or int8")
-    from catdog.quantize import quantize
+    from catdog.ml.quantize import quantize
 
     table = table or packaged_calibration_table(backbone.spec.name)
     path = int8_onnx_path(backbone, table)

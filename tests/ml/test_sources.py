@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from catdog.backbones.base import Backbone
-from catdog.backbones.sources import OfficialDownload, RegistryPackage, WeightsUnavailable, obtain, verify
-from catdog.backbones.vgg16 import VGG16
+from catdog.ml.backbones.base import Backbone
+from catdog.ml.backbones.sources import OfficialDownload, RegistryPackage, WeightsUnavailable, obtain, verify
+from catdog.ml.backbones.vgg16 import VGG16
 
 
 def test_verify_rejects_a_wrong_hash(tmp_path: Path) -> None:
