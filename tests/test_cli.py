@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,14 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> None:
     assert result.stdout == ""
 
 
+def assert_error_lines(result: subprocess.CompletedProcess[str], names: list[str]) -> None:
+    """stderr is exactly one `catdog: error: cannot read NAME: reason` line per name, in order."""
+    lines = result.stderr.splitlines()
+    assert len(lines) == len(names), result.stderr
+    for line, name in zip(lines, names, strict=True):
+        assert line.startswith(f"catdog: error: cannot read {name}: ") and len(line) > len(name) + 30, line
+
+
 def test_predict_json_one_object_per_line(lite0_model: Path) -> None:
     files = [str(FIXTURES / "pets" / "chelsea.jpg"), str(next((CATSDOGS / "test" / "dogs").iterdir()))]
     result = catdog("predict", "--model", str(lite0_model), *files, "--json")
@@ -32,11 +42,62 @@ def test_predict_json_one_object_per_line(lite0_model: Path) -> None:
         assert {"path", "predicted_class", "confidence", "probability", "is_pet"} <= set(line)
 
 
-def test_predict_unreadable_file_exits_2_and_predicts_nothing(lite0_model: Path) -> None:
-    good = str(FIXTURES / "pets" / "chelsea.jpg")
-    result = catdog("predict", "--model", str(lite0_model), good, str(FIXTURES / "bad" / "truncated.jpg"))
-    assert_one_line_error(result)
-    assert "truncated.jpg" in result.stderr
+def test_predict_one_bad_file_among_several_gets_one_line_and_the_others_are_predicted(
+    lite0_model: Path, tmp_path: Path
+) -> None:
+    good = [str(FIXTURES / "pets" / "chelsea.jpg"), str(next((CATSDOGS / "test" / "dogs").iterdir()))]
+    bad = [str(FIXTURES / "bad" / "truncated.jpg"), str(tmp_path / "missing.jpg")]
+    result = catdog("predict", "--model", str(lite0_model), good[0], bad[0], good[1], bad[1])
+    assert result.returncode == 2
+    assert [line.split(": ")[0] for line in result.stdout.splitlines()] == good
+    assert_error_lines(result, bad)
+
+
+def test_predict_prints_exactly_one_line_per_unreadable_file(lite0_model: Path, tmp_path: Path) -> None:
+    from .fixtures import make_odd_fixtures as odd
+
+    cat = odd.photo()
+    bad = {
+        "tiff-bad-spp.tif": odd.tiff_with_bad_samples_per_pixel(cat),
+        "png-108mp.png": odd.flat_png(12000, 9000),
+        "bomb.png": odd.flat_png(30000, 30000, rows=1),
+        "cut.jpg": odd.jpeg(cat)[:2000],
+        "notes.html": b"<!doctype html><p>cat</p>",
+        "cat.svg": b'<svg xmlns="http://www.w3.org/2000/svg"/>',
+        "cat.pdf": b"%PDF-1.4\n%%EOF\n",
+        "empty.jpg": b"",
+    }
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    files = [str(tmp_path / name) for name in bad]
+    result = catdog("predict", "--model", str(lite0_model), *files, str(FIXTURES / "pets" / "chelsea.jpg"), "--json")
+    assert result.returncode == 2
+    assert len(result.stdout.splitlines()) == 1
+    assert_error_lines(result, files)
+
+
+def test_predict_file_name_with_non_utf8_bytes(lite0_model: Path, tmp_path: Path) -> None:
+    name = os.fsdecode(os.fsencode(tmp_path) + b"/chat-\xe9t\xe9.jpg")  # Latin-1 bytes, not UTF-8
+    Path(name).write_bytes((FIXTURES / "pets" / "chelsea.jpg").read_bytes())
+    shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    assert shown.endswith("chat-\\xe9t\\xe9.jpg")
+    text = catdog("predict", "--model", str(lite0_model), name)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith(f"{shown}: ")
+    as_json = catdog("predict", "--model", str(lite0_model), name, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["path"] == shown
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="process substitution needs bash")
+def test_predict_reads_each_file_once_so_stdin_and_pipes_work(lite0_model: Path) -> None:
+    photo = FIXTURES / "pets" / "chelsea.jpg"
+    command = f'"{sys.executable}" -m catdog.cli predict --model "{lite0_model}" /dev/stdin <(cat "{photo}") --json'
+    result = subprocess.run(["bash", "-c", command], input=photo.read_bytes(), capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["path"] == "/dev/stdin" and len(lines) == 2
+    assert lines[0]["probability"] == lines[1]["probability"]
 
 
 def test_predict_missing_file_and_missing_model(tmp_path: Path, lite0_model: Path) -> None:

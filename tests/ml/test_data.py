@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from catdog.ml.data import DataError, describe, load_split, resolve_split
 
@@ -63,3 +65,17 @@ def test_describe_reports_every_split() -> None:
     assert set(report) == {"train", "test"}
     assert report["test"]["n"] == 12  # type: ignore[index]
     assert report["train"]["width"]["max"] <= 128  # type: ignore[index]
+
+
+def test_pictures_serving_reads_are_never_skipped_in_training(tmp_path: Path) -> None:
+    """HEIC, and a PNG whose metadata is over Pillow's limit, count as images (the one decoding path)."""
+    from ..fixtures import make_odd_fixtures as odd
+
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+    shutil.copy(FIXTURES / "odd" / "cat.heic", tmp_path / "cats" / "phone.heic")
+    plain = (CATSDOGS / "train" / "dogs" / "dog.1.jpg").read_bytes()
+    png = odd.encode(Image.open(io.BytesIO(plain)), "PNG")
+    (tmp_path / "dogs" / "workflow.png").write_bytes(odd.with_png_chunk(png, odd.big_ztxt()))
+    split = load_split(tmp_path)
+    assert split.skipped == [] and split.counts() == {"cat": 1, "dog": 1}

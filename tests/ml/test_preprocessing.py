@@ -54,6 +54,11 @@ def test_unreadable_files_raise_a_clear_error(name: str) -> None:
         load_image(FIXTURES / "bad" / name)
 
 
+def test_a_missing_path_raises_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageDecodeError, match="No such file"):
+        load_image(tmp_path / "nope.jpg")
+
+
 def test_garbage_bytes_raise_a_clear_error() -> None:
     with pytest.raises(ImageDecodeError):
         load_image(b"\x89PNG not really")

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +20,12 @@ from PIL import Image
 
 from catdog import CLASS_NAMES
 from catdog.errors import UsageProblem
+from catdog.ml.preprocessing import ImageDecodeError, open_image  # also registers the HEIF opener
 
 log = logging.getLogger(__name__)
 
 CLASS_DIRS = {"cats": 0, "dogs": 1}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".mpo"}
 
 
 class DataError(UsageProblem):
@@ -101,13 +103,22 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def _read_sample(path: Path, label: int) -> Sample:
+    """Hash and size one file; unreadable ones raise DataError.
+
+    Pillow's header check is tried first (no pixels decoded); what it refuses gets the one
+    decoding path's verdict, which accepts more (PNG metadata over Pillow's limit, JPEGs
+    without an end marker), so training never skips a picture that serving would read.
+    """
     data = path.read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             image.verify()  # structure check without decoding all pixels
-    except Exception as exc:  # Pillow raises many types for broken files
-        raise DataError(f"{type(exc).__name__}: {exc}") from exc
+    except Exception:  # Pillow raises many types for broken files
+        try:
+            width, height = open_image(data).size
+        except ImageDecodeError as exc:
+            raise DataError(str(exc)) from exc
     return Sample(path=path, label=label, sha256=sha256_bytes(data), width=width, height=height)
 
 
@@ -156,3 +167,25 @@ def describe(root: Path) -> dict[str, object]:
 
 def describe_json(root: Path) -> str:
     return json.dumps(describe(root), indent=2)
+
+
+def count_class_files(folder: Path) -> dict[str, int]:
+    """{cats, dogs, total}: image files (by name) in folder/cats and folder/dogs, without reading them.
+
+    A missing folder counts 0. Cheap enough for a status page: one directory listing per class.
+    """
+    counts: dict[str, int] = {}
+    for class_dir in CLASS_DIRS:
+        path = Path(folder) / class_dir
+        try:
+            counts[class_dir] = sum(
+                1
+                for entry in os.scandir(path)
+                if entry.is_file()
+                and not entry.name.startswith(".")
+                and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+            )
+        except OSError:
+            counts[class_dir] = 0
+    counts["total"] = counts["cats"] + counts["dogs"]
+    return counts
