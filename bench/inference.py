@@ -1,11 +1,13 @@
-"""Inference speed on this machine: backbone graphs, a served model.onnx, int8 accuracy, JPEG decoding.
+"""Inference speed on this machine: backbone graphs, a model directory's served graphs, int8 accuracy, JPEG decoding.
 
 For each graph, images/s at a fixed batch size, twice: on images decoded beforehand (the graph
 alone, normalization included) and from the files (decoded in 2 threads ahead of the graph, as
-catdog.ml.features and catdog.ml.predictor do). Then the cosine similarity of the int8 VGG16 features
-to the fp32 ones, and the cost of decoding + resizing a JPEG to 224 px with Pillow (draft mode,
-the library's path, and without it) and with simplejpeg. Sessions come from
-catdog.ml.onnx_runtime.make_session, so CUDA is used automatically where this onnxruntime has it.
+catdog.ml.features and catdog.ml.predictor do). With --model, both of the model's graphs are
+timed where it has them (model.onnx fp32, model_int8.onnx int8). Then the cosine similarity of
+the int8 VGG16 features to the fp32 ones, and the cost of decoding + resizing a JPEG to 224 px
+with Pillow (draft mode, the library's path, and without it) and with simplejpeg. Every table
+names the CPU (model, int8-relevant flags): speed figures mean nothing without it. Sessions come
+from catdog.ml.onnx_runtime.make_session, so CUDA is used automatically where this onnxruntime has it.
 
     .venv/bin/python bench/inference.py                       # 64 test images, batch 16
     .venv/bin/python bench/inference.py --images 8 --model models/vgg16
@@ -26,19 +28,19 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageOps
 
-from catdog.ml.artifacts import MODEL_ONNX, ModelConfig
+from catdog.ml.artifacts import MODEL_GRAPHS, ModelConfig
 from catdog.ml.backbones import create_backbone
 from catdog.ml.backbones.base import ensure_onnx
 from catdog.ml.data import IMAGE_SUFFIXES
 from catdog.ml.onnx_runtime import make_session
 from catdog.ml.parallel import chunks, prefetched
+from catdog.ml.precision import cpu_description, describe_cpu_line
 from catdog.ml.preprocessing import Normalization, load_image
 from catdog.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "catsdogs" / "test"
 GRAPHS = ("vgg16_fp32", "vgg16_int8", "lite0_fp32", "model")
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
 @dataclass
@@ -55,21 +57,6 @@ class Timing:
     model_only: float  # images/s, images already decoded
     with_decode: float  # images/s, decoding in threads ahead of the graph
     features: np.ndarray
-
-
-def cpu_info() -> tuple[str, set[str]]:
-    """The CPU model name and its flags, from /proc/cpuinfo (Linux)."""
-    model, flags = "unknown", set[str]()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return model, flags
 
 
 def find_images(folder: Path, n: int) -> list[Path]:
@@ -102,17 +89,20 @@ def graphs(selected: list[str], model_dir: Path | None) -> list[Graph]:
         found.append(Graph("EfficientNet-Lite0 fp32 features", ensure_onnx(lite0, "fp32"), lite0.spec.normalization))
     if model_dir is not None and "model" in selected:
         config = ModelConfig.load(model_dir)
-        name = f"{model_dir.name}/model.onnx ({config.backbone} {config.precision} + head)"
-        found.append(Graph(name, model_dir / MODEL_ONNX, Normalization.from_dict(config.normalization)))
+        for precision, filename in MODEL_GRAPHS.items():  # both precisions, where the model has them
+            if (model_dir / filename).is_file():
+                name = f"{model_dir.name}/{filename} ({config.backbone} {precision} + head)"
+                found.append(Graph(name, model_dir / filename, Normalization.from_dict(config.normalization)))
     return found
 
 
 def time_graph(graph: Graph, paths: list[Path], decoded: np.ndarray, batch: int, threads: int) -> Timing:
     session = make_session(graph.path, threads)
     norm = graph.normalization
+    first = [session.get_outputs()[0].name]  # features, or a model graph's p_dog: only what is timed
 
     def run(images: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run(None, {"image": norm(images)})[0], np.float32)
+        return np.asarray(session.run(first, {"image": norm(images)})[0], np.float32)
 
     run(decoded[: min(2, len(decoded))])  # warm-up: first-run allocations and kernel selection
     t0 = time.perf_counter()
@@ -198,10 +188,12 @@ def main() -> None:
     args = parser.parse_args()
     threads = get_settings().threads if args.threads is None else args.threads
 
-    model, flags = cpu_info()
+    cpu = cpu_description()
     print("machine")
-    print(f"  CPU                 {model} ({os.cpu_count()} logical cores)")
-    print("  flags               " + ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in CPU_FLAGS))
+    print(f"  CPU                 {cpu['model']} ({cpu['architecture']}, {os.cpu_count()} logical cores)")
+    print(f"  int8-relevant flags {', '.join(cpu['flags']) or 'none'}")
+    dot = "yes" if cpu["int8_dot_product"] else "no"
+    print(f"  int8 dot products   {dot}: precision auto runs {cpu['auto_precision']} where a model has both graphs")
     print(f"  onnxruntime         {ort.__version__}, providers available: {', '.join(ort.get_available_providers())}")
     print(f"  threads             {threads or 'all cores'}")
 
@@ -216,7 +208,7 @@ def main() -> None:
         timings.append(time_graph(graph, paths, decoded[size], args.batch, threads))
         print(f"  ... {graph.name}: done", flush=True)
 
-    print(f"\ninference, batch {args.batch}, images/s")
+    print(f"\ninference, batch {args.batch}, images/s, on {describe_cpu_line()}")
     width = max(len(t.name) for t in timings) if timings else 10
     print(f"  {'graph':<{width}}  {'graph only':>10}  {'with decode':>11}  provider")
     for t in timings:
@@ -228,7 +220,16 @@ def main() -> None:
         cos = cosine(fp32.features, int8.features)
         print(
             f"\nVGG16 int8 vs fp32 pooled features: cosine mean {cos.mean():.5f}, min {cos.min():.5f} "
-            f"over {len(cos)} images; int8 speed {int8.model_only / fp32.model_only:.2f}x fp32"
+            f"over {len(cos)} images; int8 speed {int8.model_only / fp32.model_only:.2f}x fp32 "
+            f"(on {describe_cpu_line()})"
+        )
+    served = [t for t in timings if "/model" in t.name]
+    if len(served) == 2:
+        diff = np.abs(served[0].features - served[1].features)
+        print(
+            f"\n{served[1].name} vs {served[0].name}: P(dog) differs by {diff.mean():.4f} on average, "
+            f"{diff.max():.4f} at most, over {len(diff)} images; int8 speed "
+            f"{served[1].model_only / served[0].model_only:.2f}x fp32 (on {describe_cpu_line()})"
         )
 
     if args.no_decode_bench:
@@ -256,7 +257,7 @@ def main() -> None:
         (f"one {LARGE[0]}x{LARGE[1]} photo (a data image upscaled: where draft mode matters)", [large_jpeg(blobs[0])]),
     ]
     for title, case in cases:
-        print(f"\nJPEG decode + resize to 224 px, one thread, bytes in memory: {title}")
+        print(f"\nJPEG decode + resize to 224 px, one thread, bytes in memory: {title}, on {describe_cpu_line()}")
         print(f"  {'decoder':<40}  {'ms/img':>7}  {'img/s':>7}  mean |diff| to load_image (0-255)")
         for name, decode in decoders:
             ms, diff = time_decoder(decode, case, 224)

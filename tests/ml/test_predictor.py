@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import logging
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
+from catdog.ml import precision
 from catdog.ml.artifacts import ModelDirError
 from catdog.ml.predictor import Predictor
 from catdog.ml.preprocessing import ImageDecodeError
@@ -61,3 +67,137 @@ def test_a_folder_without_model_onnx_says_how_to_build_it(model_copy: Path) -> N
 def test_a_folder_that_is_no_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelDirError):
         Predictor(tmp_path)
+
+
+# --- precision -----------------------------------------------------------------------------------
+VNNI = frozenset({"avx2", "avx512f", "avx512_vnni"})
+AVX2 = frozenset({"avx2", "fma"})
+
+
+def fake_int8_graph(model_dir: Path) -> Path:
+    """A stand-in model_int8.onnx (the fp32 graph under the int8 name): enough to test the choice."""
+    return Path(shutil.copyfile(model_dir / "model.onnx", model_dir / "model_int8.onnx"))
+
+
+def test_auto_without_an_int8_graph_runs_fp32_quietly(model_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision, "cpu_flags", lambda: VNNI)
+    assert Predictor(model_copy).precision == "fp32"
+
+
+@pytest.mark.parametrize(("flags", "expected"), [(VNNI, "int8"), (AVX2, "fp32")])
+def test_auto_picks_int8_where_the_cpu_has_int8_dot_products(
+    model_copy: Path, monkeypatch: pytest.MonkeyPatch, flags: frozenset[str], expected: str
+) -> None:
+    fake_int8_graph(model_copy)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    predictor = Predictor(model_copy)
+    assert predictor.precision == expected
+    assert predictor.model_path.name == {"int8": "model_int8.onnx", "fp32": "model.onnx"}[expected]
+
+
+def test_an_explicit_precision_wins_over_the_cpu(model_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_int8_graph(model_copy)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: AVX2)
+    assert Predictor(model_copy, precision="int8").precision == "int8"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: VNNI)
+    assert Predictor(model_copy, precision="fp32").precision == "fp32"
+
+
+def test_int8_without_an_int8_graph_says_how_to_build_it(model_copy: Path) -> None:
+    with pytest.raises(ModelDirError, match=r"model_int8\.onnx is missing.*catdog build"):
+        Predictor(model_copy, precision="int8")
+    with pytest.raises(ModelDirError, match="unknown precision"):
+        Predictor(model_copy, precision="fp16")
+
+
+def test_the_precision_that_runs_is_logged_once(lite0_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="catdog.ml.predictor"):
+        predictor = Predictor(lite0_model, precision="fp32")
+        predictor.predict([FIXTURES / "pets" / "chelsea.jpg"])
+    lines = [r.getMessage() for r in caplog.records if r.name == "catdog.ml.predictor"]
+    assert len(lines) == 1 and "fp32 graph model.onnx" in lines[0] and predictor.version in lines[0]
+
+
+# --- version ---------------------------------------------------------------------------------------
+def test_version_names_the_trained_weights(model_copy: Path) -> None:
+    version = Predictor(model_copy).version
+    assert re.fullmatch(r"efficientnet_lite0-[0-9a-f]{8}", version)
+    assert Predictor(model_copy, batch_size=1).version == version  # stable
+    fake_int8_graph(model_copy)
+    assert Predictor(model_copy, precision="int8").version == version  # the weights, not the graph
+    with np.load(model_copy / "head.npz") as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    arrays["linear0.bias"] = arrays["linear0.bias"] + 0.01
+    np.savez(model_copy / "head.npz", **arrays)
+    assert Predictor(model_copy).version != version
+
+
+# --- the batcher's API: decode, infer, prediction ------------------------------------------------
+def test_infer_gives_every_output_with_the_documented_shapes(lite0_model: Path) -> None:
+    predictor = Predictor(lite0_model)
+    decoded = [predictor.decode(p) for p in [FIXTURES / "pets" / "chelsea.jpg", FIXTURES / "nonpet" / "coffee.jpg"]]
+    images = np.stack([image for image, _ in decoded])
+    gates = np.stack([gate for _, gate in decoded if gate is not None])
+    assert images.shape == (2, 224, 224, 3) and images.dtype == np.uint8
+    out = predictor.infer(images, gates)
+    assert out.p_dog.shape == (2,) and out.p_dog.dtype == np.float64
+    assert out.features.shape == (2, 1280) and out.features.dtype == np.float32
+    assert out.feature_map.shape == (2, 1280, 7, 7) and out.feature_map.dtype == np.float32
+    assert out.pet_score is not None and out.pet_score.shape == (2,)
+    np.testing.assert_allclose(out.features, out.feature_map.mean(axis=(2, 3)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.p_dog, predictor.p_dog(images), atol=1e-6)
+    assert predictor.infer(images).pet_score is None
+    cat = predictor.prediction("chelsea.jpg", float(out.p_dog[0]), float(out.pet_score[0]))
+    (expected,) = predictor.predict([FIXTURES / "pets" / "chelsea.jpg"], names=["chelsea.jpg"])
+    assert cat == expected
+
+
+def test_infer_refuses_images_of_the_wrong_size(lite0_model: Path) -> None:
+    with pytest.raises(ValueError, match="224"):
+        Predictor(lite0_model).infer(np.zeros((1, 100, 100, 3), np.uint8))
+
+
+def test_decode_in_many_threads_while_one_thread_infers(lite0_model: Path) -> None:
+    """The web service's pattern: decoding in a pool, one batching thread; answers as if alone."""
+    predictor = Predictor(lite0_model)
+    paths = sorted((CATSDOGS / "test" / "cats").iterdir()) + sorted((CATSDOGS / "test" / "dogs").iterdir())
+    alone = predictor.p_dog(np.stack([predictor.decode(p)[0] for p in paths]))
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(predictor.decode, p.read_bytes()) for p in paths]
+        together = [predictor.infer(future.result()[0][None]).p_dog[0] for future in futures]
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_explain_gives_the_prediction_and_a_map(lite0_model: Path) -> None:
+    predictor = Predictor(lite0_model)
+    image, gate = predictor.decode(FIXTURES / "pets" / "chelsea.jpg")
+    prediction, cam = predictor.explain(image, gate, name="chelsea")
+    (expected,) = predictor.predict([FIXTURES / "pets" / "chelsea.jpg"], names=["chelsea"])
+    assert prediction == expected
+    assert cam.shape == (7, 7) and cam.dtype == np.float32 and cam.max() == pytest.approx(1.0)
+
+
+def test_a_graph_built_before_the_extra_outputs_still_predicts(model_copy: Path) -> None:
+    """Old model.onnx (p_dog only): predict and evaluation work; infer asks for a rebuild."""
+    model = onnx.load(str(model_copy / "model.onnx"))
+    keep = [output for output in model.graph.output if output.name == "p_dog"]
+    del model.graph.output[:]
+    model.graph.output.extend(keep)
+    onnx.save(model, str(model_copy / "model.onnx"))
+    predictor = Predictor(model_copy)
+    assert not predictor.can_explain
+    (prediction,) = predictor.predict([FIXTURES / "pets" / "chelsea.jpg"])
+    assert prediction.predicted_class in {"cat", "dog"}
+    image, _ = predictor.decode(FIXTURES / "pets" / "chelsea.jpg")
+    with pytest.raises(ModelDirError, match="rebuild it with `catdog build"):
+        predictor.infer(image[None])
+
+
+def test_without_head_npz_predictions_work_and_grad_cam_says_what_is_missing(model_copy: Path) -> None:
+    (model_copy / "head.npz").unlink()
+    predictor = Predictor(model_copy)
+    (prediction,) = predictor.predict([FIXTURES / "pets" / "chelsea.jpg"])
+    assert prediction.predicted_class == "cat"
+    image, gate = predictor.decode(FIXTURES / "pets" / "chelsea.jpg")
+    with pytest.raises(ModelDirError, match=r"head\.npz is missing"):
+        predictor.explain(image, gate)

@@ -1,15 +1,25 @@
 """The self-describing model directory, readable without PyTorch or training code.
 
 MODEL_DIR/
-  model.onnx          backbone + head in one graph: image (N,3,H,W) -> p_dog (N,)   [built]
-  pet_gate.onnx       EfficientNet-Lite0 ImageNet head: image -> P(cat or dog at all) [built]
-  head.npz            the trained head's weights (small; committed for shipped models)
-  calibration.json    int8 activation ranges, when the backbone runs in int8
+  model.onnx          [built] the fp32 backbone + head in one graph: image (N,3,S,S) float32 ->
+                      p_dog (N,), features (N,C) (the pooled backbone output the head reads),
+                      feature_map (N,C,h,w) (the last conv block's map, for Grad-CAM)
+  model_int8.onnx     [built] the same graph and outputs with the int8 (QDQ) backbone; built when
+                      a calibration table applies (the directory's own calibration.json, else
+                      the backbone's packaged one), never for a fine-tuned last block.
+                      Which of the two runs: catdog.ml.precision.resolve_precision
+  pet_gate.onnx       [built] EfficientNet-Lite0 ImageNet head: image -> P(cat or dog at all)
+  head.npz            the trained head: linear{i}.weight (out, in), linear{i}.bias (committed)
+  calibration.json    int8 activation ranges, when the head was trained on int8 features
   last_block.npz      the fine-tuned last backbone block (--finetune-last-block models only)
-  model_config.json   everything needed to use and to reproduce the model
+  model_config.json   everything needed to use and to reproduce the model; "precision" is the
+                      precision of the features the head was trained on
   metrics.json        evaluation on held-out data
   history.json        per-epoch training curves
   plots/*.png         confusion matrix, ROC curve, training curves, worst mistakes
+
+Graphs built before the features/feature_map outputs existed still answer p_dog (predict,
+evaluate); Predictor.infer and Grad-CAM ask for `catdog build MODEL_DIR`.
 """
 
 from __future__ import annotations
@@ -25,7 +35,11 @@ from catdog import CLASS_NAMES
 from catdog.errors import UsageProblem
 
 FORMAT_VERSION = 1
-MODEL_ONNX = "model.onnx"
+MODEL_ONNX = "model.onnx"  # the fp32 graph
+MODEL_INT8_ONNX = "model_int8.onnx"
+MODEL_GRAPHS = {"fp32": MODEL_ONNX, "int8": MODEL_INT8_ONNX}  # precision -> file name
+# the served graph's outputs
+P_DOG, FEATURES, FEATURE_MAP = "p_dog", "features", "feature_map"
 PET_GATE_ONNX = "pet_gate.onnx"
 HEAD_NPZ = "head.npz"
 LAST_BLOCK_NPZ = "last_block.npz"  # fine-tuned backbone block, for --finetune-last-block models

@@ -11,6 +11,7 @@ from sklearn import metrics as skm
 from catdog import CLASS_NAMES
 from catdog.ml.data import Split, load_split, resolve_split
 from catdog.ml.predictor import Predictor
+from catdog.settings import get_settings
 
 # log loss clips probabilities away from 0 and 1 so one confident mistake cannot make it infinite
 EPS = 1e-7
@@ -54,14 +55,24 @@ def evaluate_model(
     plots_dir: Path | None = None,
     history: list[dict[str, Any]] | None = None,
     progress: bool = True,
+    precision: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate model.onnx on DIR/test (or DIR itself when it holds cats/ and dogs/)."""
+    """Evaluate the served graph on DIR/test (or DIR itself when it holds cats/ and dogs/).
+
+    precision: "auto", "fp32" or "int8" (default: the CATDOG_PRECISION setting); the metrics'
+    "model" entry records the precision that ran and the one the head was trained on.
+    """
     split = load_split(resolve_split(data_dir, "test"))
     if not split.samples:
         raise ValueError(f"no readable images in {split.root}")
-    predictor = Predictor(model_dir)
+    predictor = Predictor(model_dir, precision=precision or get_settings().precision)
     metrics, p_dog = evaluate_split(predictor, split, progress)
-    metrics["model"] = {"backbone": predictor.config.backbone, "precision": predictor.config.precision}
+    metrics["model"] = {
+        "backbone": predictor.config.backbone,
+        "version": predictor.version,
+        "precision": predictor.precision,
+        "trained_precision": predictor.config.precision,
+    }
     if plots_dir is not None:
         from catdog.ml import plots
 

@@ -1,11 +1,17 @@
 """Predictions from a model directory with ONNX Runtime alone (no PyTorch, no training code).
 
-Images are decoded in threads and run through model.onnx in batches; the pet gate (the
+Images are decoded in threads and run through the model graph in batches: model.onnx (fp32)
+or model_int8.onnx, whichever catdog.ml.precision picks for this CPU. The pet gate (the
 EfficientNet-Lite0 ImageNet head) says whether the picture shows a cat or a dog at all.
+
+Thread-safety: a Predictor is built once and never mutated; ONNX Runtime sessions may run from
+several threads at once, so `decode` can run in many threads while one thread calls `infer`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,10 +20,24 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from catdog.ml.artifacts import MODEL_ONNX, ModelConfig, ModelDirError
+from catdog.ml import gradcam
+from catdog.ml.artifacts import (
+    CONFIG_JSON,
+    FEATURE_MAP,
+    FEATURES,
+    HEAD_NPZ,
+    LAST_BLOCK_NPZ,
+    MODEL_GRAPHS,
+    P_DOG,
+    ModelConfig,
+    ModelDirError,
+)
 from catdog.ml.onnx_runtime import make_session
 from catdog.ml.parallel import chunks, prefetched
+from catdog.ml.precision import PRECISIONS, PrecisionUnavailable, cpu_description, resolve_precision
 from catdog.ml.preprocessing import LITE, ImageSource, Normalization, load_image
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,14 +53,47 @@ class Prediction:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class BatchOutputs:
+    """What one run of the model graph gives for N images."""
+
+    p_dog: np.ndarray  # (N,) float64, P(dog)
+    features: np.ndarray  # (N, C) float32, pooled backbone features (what the head reads; drift monitoring)
+    feature_map: np.ndarray  # (N, C, h, w) float32, the map the backbone pools (Grad-CAM)
+    pet_score: np.ndarray | None  # (N,) float64, P(cat or dog at all); None without gate images or gate
+
+
+def model_version(model_dir: Path, backbone: str) -> str:
+    """A short, stable identifier of the trained weights: "{backbone}-{8 hex}".
+
+    The hex digits are the start of the SHA-256 over head.npz, model_config.json and, for
+    fine-tuned models, last_block.npz (file names and contents): the same files give the same
+    version on every machine and in either precision; rebuilding the graphs does not change it.
+    """
+    digest = hashlib.sha256()
+    for name in (HEAD_NPZ, CONFIG_JSON, LAST_BLOCK_NPZ):
+        path = Path(model_dir) / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return f"{backbone}-{digest.hexdigest()[:8]}"
+
+
 class Predictor:
-    def __init__(self, model_dir: Path, *, threads: int = 0, batch_size: int = 16) -> None:
+    """A model directory, ready to predict.
+
+    precision: "auto" (int8 where the CPU has int8 dot products and model_int8.onnx exists, else
+    fp32), "fp32" or "int8"; `self.precision` says which graph runs. Raises ModelDirError when
+    the directory is not a model, has no graph, or lacks the graph of an explicit precision.
+    """
+
+    def __init__(self, model_dir: Path, *, threads: int = 0, batch_size: int = 16, precision: str = "auto") -> None:
         self.model_dir = Path(model_dir)
         self.config = ModelConfig.load(self.model_dir)
-        model_path = self.model_dir / MODEL_ONNX
-        if not model_path.is_file():
-            raise ModelDirError(f"{model_path} is missing: build it with `catdog build {self.model_dir}`")
-        self.session = make_session(model_path, threads)
+        self.precision = self._resolve_precision(precision)
+        self.model_path = self.model_dir / MODEL_GRAPHS[self.precision]
+        self.session = make_session(self.model_path, threads)
+        self.output_names = frozenset(output.name for output in self.session.get_outputs())
+        self.version = model_version(self.model_dir, self.config.backbone)
         self.normalization = Normalization.from_dict(self.config.normalization)
         self.batch_size = batch_size
         gate_path = self.model_dir / str(self.config.pet_gate.get("file", ""))
@@ -48,18 +101,115 @@ class Predictor:
         self.gate_normalization = Normalization.from_dict(self.config.pet_gate.get("normalization", LITE.to_dict()))
         self.gate_threshold = float(self.config.pet_gate.get("threshold", 0.05))
         self.threshold = float(self.config.threshold)
+        has_head = (self.model_dir / HEAD_NPZ).is_file()  # predicting needs only the graph; Grad-CAM needs it
+        self.head = gradcam.NumpyHead.from_model_dir(self.model_dir, self.config) if has_head else None
+        self._log_start(precision)
+
+    def _resolve_precision(self, requested: str) -> str:
+        available = {p for p, name in MODEL_GRAPHS.items() if (self.model_dir / name).is_file()}
+        if not available:
+            missing = self.model_dir / MODEL_GRAPHS["fp32"]
+            raise ModelDirError(f"{missing} is missing: build it with `catdog build {self.model_dir}`")
+        if requested not in PRECISIONS:
+            raise ModelDirError(f"unknown precision {requested!r}; use one of {', '.join(PRECISIONS)}")
+        try:
+            return resolve_precision(requested, available)
+        except PrecisionUnavailable:
+            graph = self.model_dir / MODEL_GRAPHS[requested]
+            raise ModelDirError(
+                f"{graph} is missing: build it with `catdog build {self.model_dir}` "
+                f"(int8 needs a calibration table: the backbone's packaged one or the directory's calibration.json)"
+            ) from None
+
+    def _log_start(self, requested: str) -> None:
+        cpu = cpu_description()
+        log.info(
+            "model %s: %s graph %s (asked %s; CPU %s, int8 dot products %s)",
+            self.version,
+            self.precision,
+            self.model_path.name,
+            requested,
+            cpu["model"],
+            "yes" if cpu["int8_dot_product"] else "no",
+        )
+        if not self.can_explain:
+            log.info("%s has no features/feature_map outputs: rebuild it with `catdog build`", self.model_path)
+
+    @property
+    def can_explain(self) -> bool:
+        """Whether the graph outputs features and feature_map (graphs built before them do not)."""
+        return {FEATURES, FEATURE_MAP} <= self.output_names
 
     # --- arrays in, numbers out -------------------------------------------------------
     def p_dog(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, S, S, 3) RGB at the model's input size -> P(dog) per image."""
-        return np.asarray(self.session.run(None, {"image": self.normalization(images)})[0], np.float64)
+        """uint8 (N, S, S, 3) RGB at the model's input size -> P(dog) per image, float64 (N,)."""
+        return np.asarray(self.session.run([P_DOG], {"image": self.normalization(images)})[0], np.float64)
 
     def pet_scores(self, images: np.ndarray) -> np.ndarray | None:
+        """uint8 (N, G, G, 3) RGB at the gate's input size -> P(cat or dog at all), float64 (N,).
+
+        None when the model directory has no pet gate.
+        """
         if self.gate is None:
             return None
         return np.asarray(self.gate.run(None, {"image": self.gate_normalization(images)})[0], np.float64)
 
+    def infer(self, images: np.ndarray, gate_images: np.ndarray | None = None) -> BatchOutputs:
+        """One run of the model graph (and of the pet gate when gate_images are given).
+
+        images: uint8 (N, S, S, 3) RGB at the model's input size (N >= 1), as `decode` returns
+        them, stacked; gate_images: uint8 (N, G, G, 3) for the pet gate, or None.
+        Raises ModelDirError when the graph predates the features/feature_map outputs
+        (rebuild it with `catdog build`), ValueError on a wrong shape.
+        """
+        if not self.can_explain:
+            raise ModelDirError(
+                f"{self.model_path} was built without the features and feature_map outputs: "
+                f"rebuild it with `catdog build {self.model_dir}`"
+            )
+        size = self.normalization.size
+        if images.ndim != 4 or images.shape[1:] != (size, size, 3) or len(images) == 0:
+            raise ValueError(f"images must be uint8 (N, {size}, {size}, 3) with N >= 1, got {images.shape}")
+        p_dog, features, feature_map = self.session.run(
+            [P_DOG, FEATURES, FEATURE_MAP], {"image": self.normalization(images)}
+        )
+        pet = None if gate_images is None else self.pet_scores(gate_images)
+        return BatchOutputs(
+            p_dog=np.asarray(p_dog, np.float64),
+            features=np.asarray(features, np.float32),
+            feature_map=np.asarray(feature_map, np.float32),
+            pet_score=pet,
+        )
+
+    def cams(self, outputs: BatchOutputs) -> np.ndarray:
+        """Grad-CAM of each image's predicted class: float32 (N, h, w) in [0, 1] (catdog.ml.gradcam).
+
+        Raises ModelDirError when the model directory has no head.npz.
+        """
+        if self.head is None:
+            raise ModelDirError(f"{self.model_dir / HEAD_NPZ} is missing: Grad-CAM needs the trained head's weights")
+        return gradcam.explain(self.head, outputs.features, outputs.feature_map, self.threshold)
+
+    def explain(
+        self, image: np.ndarray, gate_image: np.ndarray | None = None, name: str | None = None
+    ) -> tuple[Prediction, np.ndarray]:
+        """(prediction, Grad-CAM (h, w) float32 in [0, 1]) for one image as `decode` returns it.
+
+        image: uint8 (S, S, 3); gate_image: uint8 (G, G, 3) or None (then the pet fields are None).
+        Raises as `infer`.
+        """
+        outputs = self.infer(image[None], None if gate_image is None else gate_image[None])
+        pet = None if outputs.pet_score is None else float(outputs.pet_score[0])
+        return self.prediction(name, float(outputs.p_dog[0]), pet), self.cams(outputs)[0]
+
     # --- files or bytes in, predictions out ----------------------------------------------
+    def decode(self, source: ImageSource) -> tuple[np.ndarray, np.ndarray | None]:
+        """(model input uint8 (S, S, 3) RGB, pet-gate input uint8 (G, G, 3) or None without a gate).
+
+        Pure and thread-safe. Raises ImageDecodeError for anything that is not a readable image.
+        """
+        return self._decode(source, self.gate is not None)
+
     def _decode(self, source: ImageSource, gate: bool) -> tuple[np.ndarray, np.ndarray | None]:
         model_size, gate_size = self.normalization.size, self.gate_normalization.size
         image = load_image(source, model_size)
@@ -83,7 +233,7 @@ class Predictor:
         results: list[Prediction] = []
         for p_dog, pet in self._batches(sources, with_gate):
             for i, p in enumerate(p_dog):
-                results.append(self._prediction(names[len(results)], float(p), None if pet is None else float(pet[i])))
+                results.append(self.prediction(names[len(results)], float(p), None if pet is None else float(pet[i])))
         return results
 
     def probabilities(self, paths: Sequence[Path], progress: bool = False) -> np.ndarray:
@@ -95,7 +245,8 @@ class Predictor:
                 bar.update(len(p_dog))
         return np.concatenate(out) if out else np.zeros(0)
 
-    def _prediction(self, name: str | None, p_dog: float, pet: float | None) -> Prediction:
+    def prediction(self, name: str | None, p_dog: float, pet: float | None) -> Prediction:
+        """The Prediction record for one image: class by the model's threshold, values rounded to 6 digits."""
         is_dog = p_dog >= self.threshold
         return Prediction(
             path=name,
