@@ -1,0 +1,1 @@
+"""The database layer: SQLAlchemy models, Alembic migrations, the batched prediction writer and the queries."""
