@@ -91,14 +91,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model_dir = Path(args.model)
     plots_dir = model_dir / PLOTS_DIR if args.save else None
-    metrics = evaluate_model(model_dir, Path(args.data), plots_dir=plots_dir, progress=not args.json)
+    metrics = evaluate_model(
+        model_dir, Path(args.data), plots_dir=plots_dir, progress=not args.json, precision=args.precision
+    )
     if args.save:
         write_json(model_dir / METRICS_JSON, metrics)
+    ran = metrics["model"]["precision"]  # "precision" itself is the classification metric
     if args.json:
         keys = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "n")
-        print(json.dumps({**{k: metrics[k] for k in keys}, "confusion_matrix": metrics["confusion_matrix"]}))
+        summary = {k: metrics[k] for k in keys}
+        print(json.dumps({**summary, "confusion_matrix": metrics["confusion_matrix"], "inference_precision": ran}))
     else:
-        print(_metrics_table(metrics))
+        print(_metrics_table(metrics) + f"\ngraph      {ran} ({metrics['model']['version']})")
     return 0
 
 
@@ -119,30 +123,73 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from catdog.ml.predictor import Predictor
-    from catdog.ml.preprocessing import load_image
+    """Classify each file; a file that cannot be read or decoded does not stop the others.
 
-    for path in args.files:  # check every input before any work: all or nothing
+    Each file is read once, so /dev/stdin and pipes (`<(cat photo.jpg)`) work. A bad file gets
+    one line on stderr, `catdog: error: cannot read NAME: reason`, every other file is predicted
+    (stdout: one line, or one JSON object with --json, per file), and the exit status is 2 at
+    the end when any file failed, else 0. Names that are not valid UTF-8 are printed with \\xNN
+    escapes (text, JSON and error lines alike).
+    """
+    from catdog.ml.predictor import Predictor
+    from catdog.settings import get_settings
+
+    predictor = Predictor(Path(args.model), precision=getattr(args, "precision", None) or get_settings().precision)
+    failed = 0
+    for start in range(0, len(args.files), 64):  # bounded memory: 64 files' bytes at a time
+        for name, result in _predict_each(predictor, args.files[start : start + 64]):
+            if isinstance(result, str):
+                failed += 1
+                print(f"catdog: error: cannot read {name}: {result}", file=sys.stderr)
+            elif args.json:
+                print(json.dumps(result))
+            else:
+                pet = "" if result["is_pet"] in (None, True) else "  (does not look like a cat or dog)"
+                print(f"{name}: {result['predicted_class']} ({result['confidence']:.1%}){pet}")
+    return EXIT_USAGE if failed else 0
+
+
+def _predict_each(predictor: Any, files: Sequence[str]) -> list[tuple[str, dict[str, Any] | str]]:
+    """(printable name, Prediction.to_dict() or the one-line reason it failed) per file, in order.
+
+    predictor: a catdog.ml.predictor.Predictor. The files are predicted from their bytes in one
+    call; only when one of them cannot be decoded are they predicted one by one to find it.
+    """
+    from catdog.ml.preprocessing import ImageDecodeError
+
+    names = [file.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for file in files]
+    outcome: dict[int, dict[str, Any] | str] = {}
+    blobs: dict[int, bytes] = {}
+    for i, file in enumerate(files):
         try:
-            load_image(Path(path), 32)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read {path}: {exc}") from exc
-    predictor = Predictor(Path(args.model))
-    for prediction in predictor.predict([Path(p) for p in args.files], names=list(args.files)):
-        if args.json:
-            print(json.dumps(prediction.to_dict()))
-        else:
-            pet = "" if prediction.is_pet is None or prediction.is_pet else "  (does not look like a cat or dog)"
-            print(f"{prediction.path}: {prediction.predicted_class} ({prediction.confidence:.1%}){pet}")
-    return 0
+            blobs[i] = Path(file).read_bytes()
+        except OSError as exc:
+            outcome[i] = exc.strerror or str(exc)
+    try:
+        predictions = predictor.predict(list(blobs.values()), names=[names[i] for i in blobs])
+        outcome.update((i, p.to_dict()) for i, p in zip(blobs, predictions, strict=True))
+    except ImageDecodeError:
+        for i, blob in blobs.items():
+            try:
+                outcome[i] = predictor.predict([blob], names=[names[i]])[0].to_dict()
+            except ImageDecodeError as exc:
+                outcome[i] = str(exc)
+    return [(names[i], outcome[i]) for i in range(len(files))]
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from catdog.ml.export import build_model_dir
+    from catdog.ml.export import build_graphs
 
     for model in args.models:
-        print(build_model_dir(Path(model)))
+        for graph in build_graphs(Path(model)):
+            print(f"{graph.path}  ({graph.precision}, {graph.seconds:.1f} s)")
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from catdog.web.server import serve
+
+    return serve(model=args.model_dir, host=args.host, port=args.port, workers=args.workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,24 +231,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--save", action="store_true", help="write metrics.json and plots into the model directory")
+    _add_precision(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files")
     p.add_argument("--model", default=None, help="model directory (default: the shipped vgg16)")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_precision(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("build", help="(re)build model.onnx of model directories from weights + head")
+    p = sub.add_parser("serve", help="start the web platform (pages, API, monitoring) on CATDOG_HOST:CATDOG_PORT")
+    p.add_argument("--model", dest="model_dir", default=None, help="model directory (default: the shipped vgg16)")
+    p.add_argument("--host", default=None, help="address to listen on (default: CATDOG_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=None, help="port (default: CATDOG_PORT, 8000)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: CATDOG_WORKERS, 1)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("build", help="(re)build model.onnx and model_int8.onnx of model directories")
     p.add_argument("models", nargs="+")
     p.set_defaults(func=cmd_build)
     return parser
+
+
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "int8"],
+        default=None,
+        help="graph to run: auto = int8 where the CPU has int8 dot products (default: CATDOG_PRECISION, auto)",
+    )
 
 
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {value}")
     return value
 
 
