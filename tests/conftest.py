@@ -22,7 +22,9 @@ def catsdogs() -> Path:
     return CATSDOGS
 
 
-def _train_tiny(out: Path, backbone: str, views: int, epochs: int, precision: str | None = None) -> Path:
+def _train_tiny(
+    out: Path, backbone: str, views: int, epochs: int, precision: str | None = None, drift_reference: bool = True
+) -> Path:
     import os
 
     from catdog.ml.features import AugmentRecipe
@@ -37,6 +39,7 @@ def _train_tiny(out: Path, backbone: str, views: int, epochs: int, precision: st
         epochs=epochs,
         precision=precision,
         augment=AugmentRecipe(seed=1),
+        drift_reference=drift_reference,
     )
     return train(config, progress=False).model_dir
 
@@ -50,7 +53,8 @@ def lite0_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def vgg16_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """VGG16 head on the fixtures, plain views only (VGG16 runs ~2 img/s on 2 cores)."""
-    return _train_tiny(tmp_path_factory.mktemp("vgg16") / "model", "vgg16", views=1, epochs=5)
+    model = tmp_path_factory.mktemp("vgg16") / "model"
+    return _train_tiny(model, "vgg16", views=1, epochs=5, drift_reference=False)  # its int8 pass costs ~9 s
 
 
 @pytest.fixture

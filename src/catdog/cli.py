@@ -192,6 +192,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(model=args.model_dir, host=args.host, port=args.port, workers=args.workers)
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    """Write MODEL/drift_reference.npz: the test split's P(dog) and training-image features (catdog.ml.drift)."""
+    from catdog.ml.drift import DriftReference, build_reference
+
+    path = build_reference(Path(args.model), Path(args.data), sample=args.sample, seed=args.seed)
+    reference = DriftReference.load(path)
+    summary = {
+        "reference": str(path),
+        "bytes": path.stat().st_size,
+        "features_train": {precision: list(values.shape) for precision, values in reference.features_train.items()},
+        "p_dog_test": None if reference.p_dog_test is None else len(reference.p_dog_test),
+        "notes": reference.meta.get("notes", []),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from catdog import __version__
 
@@ -214,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--epochs", type=_positive_int, default=60)
     p.add_argument("--views", type=_positive_int, default=2, help="feature views per image (1 = no augmentation)")
-    p.add_argument("--precision", choices=["fp32", "int8"], default=None)
+    _add_precision(p)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--hidden", type=_int_list, default=(256, 128), help="head layer widths, e.g. 256,128")
     p.add_argument("--dropout", type=_float_list, default=(0.5, 0.3), help="dropout after each layer, e.g. 0.5,0.3")
@@ -251,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="(re)build model.onnx and model_int8.onnx of model directories")
     p.add_argument("models", nargs="+")
     p.set_defaults(func=cmd_build)
+    p = sub.add_parser("reference", help="write a model's drift reference (test-split P(dog), training features)")
+    p.add_argument("--model", required=True, help="model directory to write drift_reference.npz into")
+    p.add_argument("--data", required=True, help="DIR/{train,test}/{cats,dogs} (or DIR/{cats,dogs}: no test part)")
+    p.add_argument("--sample", type=_positive_int, default=512, help="training images whose features are kept")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training-image sample")
+    p.set_defaults(func=cmd_reference)
     return parser
 
 

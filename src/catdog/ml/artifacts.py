@@ -15,6 +15,8 @@ MODEL_DIR/
   model_config.json   everything needed to use and to reproduce the model; "precision" is the
                       precision of the features the head was trained on
   metrics.json        evaluation on held-out data
+  drift_reference.npz what drift is measured against: P(dog) on the test split, pooled features
+                      of up to 512 training images per graph precision (catdog.ml.drift)
   history.json        per-epoch training curves
   plots/*.png         confusion matrix, ROC curve, training curves, worst mistakes
 
@@ -46,6 +48,7 @@ LAST_BLOCK_NPZ = "last_block.npz"  # fine-tuned backbone block, for --finetune-l
 CALIBRATION_JSON = "calibration.json"
 CONFIG_JSON = "model_config.json"
 METRICS_JSON = "metrics.json"
+DRIFT_REFERENCE_NPZ = "drift_reference.npz"
 HISTORY_JSON = "history.json"
 PLOTS_DIR = "plots"
 

@@ -26,9 +26,11 @@ from catdog.ml.artifacts import CALIBRATION_JSON, HEAD_NPZ, HISTORY_JSON, LAST_B
 from catdog.ml.backbones import create_backbone
 from catdog.ml.backbones.base import ensure_onnx, packaged_calibration_table
 from catdog.ml.data import DataError, load_split, resolve_split
+from catdog.ml.drift import build_reference
 from catdog.ml.export import build_model_dir
 from catdog.ml.features import AugmentRecipe, FeatureExtractor, cache_for, extract_features
 from catdog.ml.head import Head, HeadConfig, save_head
+from catdog.ml.precision import resolve_precision
 from catdog.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class TrainConfig:
     data: str
     out: str
     backbone: str = "vgg16"
-    precision: str | None = None  # None: the backbone's default (see its spec)
+    precision: str | None = None  # "auto", "fp32", "int8"; None: the CATDOG_PRECISION setting (auto)
     views: int = 2  # feature views per training image: the plain one + augmented ones
     epochs: int = 60
     batch_size: int = 256
@@ -55,6 +57,8 @@ class TrainConfig:
     # Also train the backbone's last block (VGG16: block 5) on cached maps of the frozen trunk.
     finetune_last_block: bool = False
     finetune_lr_scale: float = 0.01  # the block's learning rate, relative to the head's
+    # Write drift_reference.npz (catdog.ml.drift): what the served model's drift is measured against.
+    drift_reference: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,11 +93,14 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     # 2. the frozen backbone at the precision it serves in; fine-tuning: its frozen trunk, in fp32
     backbone = create_backbone(config.backbone)
-    precision = config.precision or backbone.spec.default_precision
     finetune = config.finetune_last_block
-    if finetune and precision != "fp32":
+    if finetune and config.precision == "int8":
         raise UsageProblem("--finetune-last-block trains and serves in fp32: leave out --precision int8")
-    table = packaged_calibration_table(backbone.spec.name) if precision == "int8" else None
+    # the same choice as serving: int8 where the CPU has int8 dot products and a range table exists
+    packaged = packaged_calibration_table(backbone.spec.name)
+    available = {"fp32", "int8"} if packaged.is_file() and not finetune else {"fp32"}
+    precision = resolve_precision(config.precision or settings.precision, available)
+    table = packaged if precision == "int8" else None
     graph = backbone.trunk_onnx_path() if finetune else ensure_onnx(backbone, precision, table)
     extractor = FeatureExtractor(graph, backbone.spec.normalization, settings.threads)
 
@@ -221,7 +228,14 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     )
     model_config.save(out)
     build_model_dir(out)
-    seconds = {"features": feature_seconds, "head": head_seconds, "total": time.perf_counter() - started}
+    seconds = {"features": feature_seconds, "head": head_seconds}
+
+    # 7. the drift reference: test-split P(dog) and a sample of training features (mostly cached)
+    if config.drift_reference:
+        t2 = time.perf_counter()
+        build_reference(out, Path(config.data), progress=progress, train_split=split)
+        seconds["drift_reference"] = time.perf_counter() - t2
+    seconds["total"] = time.perf_counter() - started
     return TrainResult(model_dir=out, history=history, best_epoch=best_epoch, seconds=seconds)
 
 
