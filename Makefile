@@ -6,9 +6,12 @@ PY := $(VENV)/bin/python
 CATDOG := $(VENV)/bin/catdog
 STAMP := $(VENV)/.installed-stamp
 SHIPPED = $(patsubst %/model_config.json,%,$(wildcard models/*/model_config.json))
-SAMPLE ?= tests/fixtures/catsdogs/test/dogs/dog.4003.jpg
+# The development data set where this machine has it; elsewhere point CATDOG_DATA_DIR at DIR/{train,test}/{cats,dogs}.
+SHARED_DATA := $(abspath ../shared/data/catsdogs)
+DEFAULT_DATA := $(if $(wildcard $(SHARED_DATA)/train),$(SHARED_DATA),$(CURDIR)/data)
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test install weights models lint typecheck pytest bench clean
+.PHONY: run test install weights models browser lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +31,14 @@ weights: install
 models: weights
 	$(if $(SHIPPED),$(CATDOG) build $(SHIPPED),@echo "no shipped models yet")
 
+# Starts the platform on http://localhost:$${CATDOG_PORT:-8000} (pages, API, /docs, /metrics) until Ctrl-C.
 run: models
-	$(CATDOG) predict --model models/vgg16 $(SAMPLE)
+	CATDOG_DATA_DIR="$${CATDOG_DATA_DIR:-$(DEFAULT_DATA)}" $(CATDOG) serve
+
+# Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser).
+browser:
+	@test -x $(CHROMIUM) || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "warning: could not install chromium; the browser tests will be skipped"; }
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
@@ -38,7 +47,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: models
+pytest: models browser
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck pytest

@@ -1,0 +1,1 @@
+"""The web service: app factory, routes, batching, templates and static files (calls the ML core)."""

@@ -1,0 +1,117 @@
+"""The app factory: routes, middleware, error handlers, and the life cycle of the served model.
+
+Start-up migrates the database, starts the batched prediction writer, and loads the model in
+the background, so /health answers at once while /ready says 503 until the model is loaded
+and every batch size is warmed up. Shutdown answers what is queued, then flushes every
+prediction record to the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+import catdog
+from catdog.db.session import make_engine, migrate, session_factory
+from catdog.db.writer import PredictionWriter
+from catdog.settings import Settings, get_settings
+from catdog.web.errors import install_error_handlers
+from catdog.web.logs import configure_logging
+from catdog.web.middleware import RequestContext, UploadSizeLimit
+from catdog.web.monitor import DriftMonitor
+from catdog.web.routes import explain, monitoring, pages, predict, status
+from catdog.web.service import ModelService
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent
+STATIC_DIR = WEB_DIR / "static"
+BATCH_UPLOAD_FACTOR = 8  # a batch request may carry this many maximal files
+
+
+def create_app(
+    settings: Settings | None = None, model_dir: Path | None = None, *, configure_logs: bool = True
+) -> FastAPI:
+    """The catdog web application (uvicorn calls it as a factory: `catdog.web.app:create_app`)."""
+    settings = settings or get_settings()
+    if configure_logs:
+        configure_logging(settings.log_level, settings.log_format)
+    app = FastAPI(
+        title="catdog",
+        version=catdog.__version__,
+        summary="Cats vs dogs: batched predictions, Grad-CAM explanations, monitoring.",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.model_dir = Path(model_dir) if model_dir else settings.default_model_dir
+    app.state.monitor = None
+    install_error_handlers(app)
+    for module in (predict, explain, status, monitoring, pages):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_api_route("/docs", _swagger_ui, include_in_schema=False)
+    app.add_middleware(UploadSizeLimit, limit=_upload_limit(settings))
+    app.add_middleware(RequestContext)
+    return app
+
+
+def _upload_limit(settings: Settings):  # type: ignore[no-untyped-def]
+    single = settings.max_upload_bytes + 64 * 1024  # the multipart envelope around one file
+    batch = settings.max_upload_bytes * BATCH_UPLOAD_FACTOR
+
+    def limit(path: str) -> int | None:
+        if path == "/api/predict":
+            return single
+        if path.startswith("/api/"):
+            return batch
+        return None
+
+    return limit
+
+
+async def _swagger_ui() -> HTMLResponse:
+    """Swagger UI from the project's own copy (FastAPI's default loads it from a CDN)."""
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="catdog API",
+        swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+        swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+        swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.sqlalchemy_url)
+    migrate(engine)
+    app.state.sessions = session_factory(engine)
+    writer = PredictionWriter(engine, flush_seconds=settings.db_flush_seconds)
+    writer.start()
+    service = ModelService(settings, app.state.model_dir, writer)
+    app.state.service = service
+    loading = asyncio.get_running_loop().run_in_executor(None, service.load)
+    monitor = DriftMonitor(service, app.state.sessions, settings.drift_interval_seconds)
+    app.state.monitor = monitor
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.stop()
+        await loading
+        service.close()
+        writer.close()
+        engine.dispose()
+        log.info("stopped; every prediction record is written")

@@ -1,0 +1,75 @@
+"""Every error leaves as JSON `{"detail": ...}` with the right status; never a plain-text 500."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from catdog.ml.preprocessing import ImageDecodeError
+from catdog.web.batching import BatcherStopped, Overloaded
+from catdog.web.service import NotReady, UploadTooLarge
+
+log = logging.getLogger(__name__)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ImageDecodeError, _bad_image)  # type: ignore[arg-type]
+    app.add_exception_handler(UploadTooLarge, _too_large)  # type: ignore[arg-type]
+    app.add_exception_handler(Overloaded, _overloaded)  # type: ignore[arg-type]
+    app.add_exception_handler(NotReady, _not_ready)
+    app.add_exception_handler(BatcherStopped, _not_ready)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A missing or misnamed form field: say which, in one sentence (the list stays in `errors`)."""
+    errors = exc.errors()
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
+    detail = "; ".join(parts) or "invalid request"
+    if any(e.get("type") == "missing" and "file" in str(e.get("loc", ())) for e in errors):
+        detail += " (send the image as multipart/form-data field 'file'; for a batch, repeated field 'files')"
+    return JSONResponse(
+        {
+            "detail": detail,
+            "errors": [{"loc": e.get("loc"), "msg": e.get("msg"), "type": e.get("type")} for e in errors],
+        },
+        status_code=422,
+    )
+
+
+async def _bad_image(request: Request, exc: ImageDecodeError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=415)
+
+
+async def _too_large(request: Request, exc: UploadTooLarge) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=413)
+
+
+async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+    return JSONResponse(
+        {"detail": str(exc), "retry_after": exc.retry_after},
+        status_code=503,
+        headers={"Retry-After": str(int(exc.retry_after))},
+    )
+
+
+async def _not_ready(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": f"not ready: {exc}"}, status_code=503, headers={"Retry-After": "5"})
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)

@@ -1,0 +1,117 @@
+"""Background monitoring: drift of recent predictions against the model's reference, system health."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import psutil
+from sqlalchemy.orm import Session, sessionmaker
+
+from catdog.db import queries
+from catdog.ml.drift import DriftReference, compute_drift
+from catdog.web import metrics
+from catdog.web.service import ModelService
+
+log = logging.getLogger(__name__)
+
+
+class DriftMonitor:
+    """Every `interval` seconds, compare the service's recent window with the reference and store a report."""
+
+    def __init__(self, service: ModelService, sessions: sessionmaker[Session], interval: float) -> None:
+        self.service = service
+        self.sessions = sessions
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reference: DriftReference | None = None
+        self.reference_error: str | None = None
+        self._checked_at_count = -1
+        self.latest: dict[str, Any] | None = None  # this worker's newest report, stored or not
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="drift", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:
+                log.exception("drift check failed")
+
+    def reference(self) -> DriftReference | None:
+        if self._reference is None and self.reference_error is None:
+            try:
+                self._reference = DriftReference.load(self.service.model_dir)
+            except (OSError, ValueError, KeyError) as exc:
+                self.reference_error = f"no drift reference in {self.service.model_dir}: {exc}"
+                log.warning(self.reference_error)
+        return self._reference
+
+    def check(self) -> dict[str, Any] | None:
+        """Compute one report now (stored when the prediction check ran); None without news or reference."""
+        reference, predictor = self.reference(), self.service.predictor
+        if reference is None or predictor is None:
+            return None
+        count = self.service.recent_count
+        if count == self._checked_at_count:
+            return self.latest
+        recent_p, recent_features = self.service.recent_window()
+        min_samples = self.service.settings.drift_min_samples
+        report = compute_drift(reference, recent_p, recent_features, predictor.precision, min_samples=min_samples)
+        self._checked_at_count = count
+        self.latest = {**report.to_dict(), "model_version": predictor.version}
+        values = report.values
+        if values["ks_statistic"] is not None and values["ks_p_value"] is not None and values["psi"] is not None:
+            with self.sessions() as session:
+                queries.save_drift_report(
+                    session,
+                    model_version=predictor.version,
+                    window_size=report.window_size,
+                    ks_statistic=values["ks_statistic"],
+                    ks_p_value=values["ks_p_value"],
+                    psi=values["psi"],
+                    prediction_drift=bool(report.prediction["drift"]),
+                    domain_auc=values["domain_auc"],
+                    domain_threshold=report.feature.get("auc_threshold"),
+                    feature_drift=report.feature["drift"],
+                    details=self.latest,
+                )
+        _export(report.to_dict())
+        return self.latest
+
+
+def _export(report: dict[str, Any]) -> None:
+    for test, value in (report.get("values") or {}).items():
+        if value is not None:
+            metrics.DRIFT.labels(test).set(value)
+    for kind in ("prediction", "feature"):
+        fired = (report.get(kind) or {}).get("drift")
+        if fired is not None:
+            metrics.DRIFT_DETECTED.labels(kind).set(1 if fired else 0)
+
+
+def system_health(started_at: float) -> dict[str, Any]:
+    """CPU (percent of all cores), memory (bytes and percent), this process, uptime (seconds)."""
+    memory = psutil.virtual_memory()
+    process = psutil.Process(os.getpid())
+    return {
+        "cpu_percent": psutil.cpu_percent(interval=None),
+        "cpu_count": psutil.cpu_count(),
+        "load_average": list(os.getloadavg()),
+        "memory_percent": memory.percent,
+        "memory_used_bytes": memory.total - memory.available,
+        "memory_total_bytes": memory.total,
+        "process_rss_bytes": process.memory_info().rss,
+        "uptime_seconds": round(time.time() - started_at, 1),
+    }

@@ -1,0 +1,1 @@
+"""One module per resource; each holds only the routes of that resource."""

@@ -1,0 +1,64 @@
+"""Monitoring: Prometheus exposition, the dashboard's figures, drift reports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from catdog.db import queries
+from catdog.web import metrics
+from catdog.web.deps import ServiceDep, SessionDep
+from catdog.web.monitor import system_health
+
+router = APIRouter(tags=["monitoring"])
+
+
+@router.get("/metrics", summary="Prometheus exposition of every worker process", response_class=Response)
+def prometheus() -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
+@router.get("/api/monitoring", summary="The monitoring page's figures over the last minutes")
+def monitoring(
+    request: Request, session: SessionDep, service: ServiceDep, minutes: Annotated[int, Query(ge=1, le=1440)] = 60
+) -> dict[str, Any]:
+    summary = queries.monitoring_summary(session, datetime.now(UTC), minutes)
+    drift = _latest_drift(request, session)
+    return {
+        **summary,
+        "drift": drift,
+        "drift_reason": None if drift else _no_drift_reason(request),
+        "system": system_health(service.state.started_at),
+        "queue_depth": service.in_flight,
+    }
+
+
+@router.get("/api/drift", summary="The latest drift report (refresh=true computes one now)")
+async def drift(request: Request, session: SessionDep, refresh: bool = False) -> dict[str, Any]:
+    monitor = request.app.state.monitor
+    if refresh and monitor is not None:
+        await run_in_threadpool(monitor.check)
+    report = _latest_drift(request, session)
+    return report or {"drift": None, "summary": "no drift report yet: it needs predictions and the model's reference"}
+
+
+def _no_drift_reason(request: Request) -> str:
+    monitor = request.app.state.monitor
+    if monitor is not None and monitor.reference_error:
+        return str(monitor.reference_error)
+    return "no drift check yet: one runs every CATDOG_DRIFT_INTERVAL_SECONDS once predictions arrive"
+
+
+def _latest_drift(request: Request, session: Session) -> dict[str, Any] | None:
+    """The full report: this worker's newest, else the newest stored by any worker."""
+    monitor = request.app.state.monitor
+    if monitor is not None and monitor.latest is not None:
+        return dict(monitor.latest)
+    stored = queries.latest_drift_report(session)
+    return None if stored is None else {**(stored.get("details") or {}), "created_at": stored.get("created_at")}

@@ -1,0 +1,128 @@
+"""Health, readiness, status, the served model's metrics, data set counts, retraining state."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse, JSONResponse
+
+from catdog.db import queries
+from catdog.ml.artifacts import METRICS_JSON, PLOTS_DIR
+from catdog.ml.data import count_class_files
+from catdog.ml.precision import cpu_description
+from catdog.web.deps import ServiceDep, SessionDep, SettingsDep
+
+router = APIRouter(tags=["status"])
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def format_uptime(seconds: float) -> str:
+    """3723 -> "1h 2m 3s" (days shown when there are any)."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{days}d " if days else "") + f"{hours}h {minutes}m {secs}s"
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def health() -> dict[str, Any]:
+    return {"status": "ok", "timestamp": now_iso()}
+
+
+@router.get("/ready", summary="Readiness: 503 until the model is loaded and warmed up")
+async def ready(service: ServiceDep) -> JSONResponse:
+    body = {"ready": service.ready, "phase": service.state.phase, "timestamp": now_iso()}
+    if service.state.error:
+        body["error"] = service.state.error
+    return JSONResponse(
+        body, status_code=200 if service.ready else 503, headers=None if service.ready else {"Retry-After": "5"}
+    )
+
+
+@router.get("/api/status", summary="System status, uptime and counters (from the database)")
+def status(service: ServiceDep, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    uptime = time.time() - service.state.started_at
+    predictor = service.predictor
+    retrain = queries.retrain_summary(session)
+    return {
+        "status": "healthy" if service.ready else service.state.phase,
+        "model_loaded": service.ready,
+        "uptime": format_uptime(uptime),
+        "uptime_seconds": round(uptime, 1),
+        "total_predictions": queries.count_predictions(session),
+        "total_retrains": retrain["total_retrains"],
+        "is_retraining": retrain["is_retraining"],
+        "model_version": predictor.version if predictor else None,
+        "backbone": predictor.config.backbone if predictor else None,
+        "precision": predictor.precision if predictor else None,
+        "model_dir": str(service.model_dir),
+        "has_metrics": (service.model_dir / METRICS_JSON).is_file(),
+        "queue_depth": service.in_flight,
+        "batching": {
+            "max_batch_size": settings.max_batch_size,
+            "max_batch_wait_ms": settings.max_batch_wait_ms,
+            "max_queue_size": settings.max_queue_size,
+        },
+        "cpu": cpu_description(),
+        "timestamp": now_iso(),
+    }
+
+
+@router.get("/api/metrics", summary="The served model's evaluation on held-out data")
+def model_metrics(service: ServiceDep) -> dict[str, Any]:
+    path = service.model_dir / METRICS_JSON
+    if not path.is_file():
+        raise HTTPException(404, f"the served model has no {METRICS_JSON}: run `catdog evaluate --save`")
+    data = json.loads(path.read_text())
+    plots = service.model_dir / PLOTS_DIR
+    return {
+        "accuracy": data["accuracy"],
+        "precision": data["precision"],
+        "recall": data["recall"],
+        "f1_score": data["f1"],
+        "roc_auc": data.get("roc_auc"),
+        "log_loss": data.get("log_loss"),
+        "confusion_matrix": data.get("confusion_matrix"),
+        "n": data.get("n"),
+        "test_data": data.get("data"),
+        "model_version": service.predictor.version if service.predictor else None,
+        "plots": {p.stem: f"/api/metrics/plots/{p.name}" for p in sorted(plots.glob("*.png"))},
+        "timestamp": datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z"),
+    }
+
+
+@router.get("/api/metrics/plots/{name}", summary="One of the served model's plots (PNG)")
+def model_plot(name: str, service: ServiceDep) -> FileResponse:
+    folder = service.model_dir / PLOTS_DIR
+    known = {p.name: p for p in folder.glob("*.png")} if folder.is_dir() else {}
+    if name not in known:  # the name is matched against the folder, never joined into a path
+        raise HTTPException(404, f"no plot named {name!r}; known: {', '.join(sorted(known)) or 'none'}")
+    return FileResponse(known[name], media_type="image/png")
+
+
+@router.get("/api/dataset-stats", summary="Images per class in the training, test and upload folders")
+def dataset_stats(settings: SettingsDep) -> dict[str, Any]:
+    data: Path = settings.data_dir
+    return {
+        "training": count_class_files(data / "train"),
+        "testing": count_class_files(data / "test"),
+        "retraining": count_class_files(settings.state_dir / "uploads"),
+        "data_dir": str(data),
+        "timestamp": now_iso(),
+    }
+
+
+@router.get("/api/retrain-status", summary="Retraining progress (the retraining issue fills it in)")
+def retrain_status(session: SessionDep) -> dict[str, Any]:
+    return {**queries.retrain_summary(session), "timestamp": now_iso()}

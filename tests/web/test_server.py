@@ -1,0 +1,158 @@
+"""`catdog serve` as users run it: several worker processes, shared counters, a clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..conftest import CATSDOGS
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def call(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def multipart(data: bytes, name: str) -> tuple[bytes, dict[str, str]]:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+class Server:
+    def __init__(self, model: Path, state: Path, workers: int) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.state = state
+        env = {
+            **os.environ,
+            "CATDOG_STATE_DIR": str(state),
+            "CATDOG_DATA_DIR": str(CATSDOGS),
+            "CATDOG_WARMUP_BATCH_SIZES": "1",
+            "CATDOG_MAX_BATCH_SIZE": "4",
+            "CATDOG_DB_FLUSH_SECONDS": "0.2",
+            "CATDOG_THREADS": "1",
+        }
+        command = [sys.executable, "-m", "catdog.cli", "serve", "--model", str(model), "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            [*command, "--workers", str(workers)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(self.process.stdout.read().decode() if self.process.stdout else "exited")
+            try:
+                if call(self.base + "/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("server never ready")
+
+    def stop(self) -> str:
+        """SIGINT (what Ctrl-C sends), then wait; the server's output."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.stdout.read().decode(errors="replace") if self.process.stdout else ""
+
+
+@pytest.fixture
+def two_workers(lite0_model: Path, tmp_path: Path) -> Iterator[Server]:
+    server = Server(lite0_model, tmp_path / "state", workers=2)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def prometheus_total(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_two_workers_report_the_same_counters_and_merged_metrics(two_workers: Server) -> None:
+    photos = sorted((CATSDOGS / "test" / "cats").iterdir()) + sorted((CATSDOGS / "test" / "dogs").iterdir())
+    for photo in photos:
+        body, headers = multipart(photo.read_bytes(), photo.name)
+        status, _ = call(two_workers.base + "/api/predict", body, headers)
+        assert status == 200
+    pids = {name.rsplit("_", 1)[-1] for name in os.listdir(two_workers.state / "prometheus")}
+    assert len(pids) >= 2  # both workers write samples that /metrics merges
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        counts = {json.loads(call(two_workers.base + "/api/status")[1])["total_predictions"] for _ in range(6)}
+        if counts == {len(photos)}:
+            break
+        time.sleep(0.2)
+    assert counts == {len(photos)}  # the same figure from every worker: it comes from the database
+    text = call(two_workers.base + "/metrics")[1].decode()
+    assert prometheus_total(text, "catdog_predictions_total") == len(photos)
+    assert prometheus_total(text, "catdog_requests_total", route="/api/predict", status="200") == len(photos)
+
+
+def test_a_clean_shutdown_loses_no_prediction_record(lite0_model: Path, tmp_path: Path) -> None:
+    server = Server(lite0_model, tmp_path / "state", workers=1)
+    try:
+        server.wait_ready()
+        photo = next((CATSDOGS / "test" / "dogs").iterdir()).read_bytes()
+        for i in range(25):  # distinct bytes: no cache hits
+            body, headers = multipart(photo + i.to_bytes(4, "big"), f"{i}.jpg")
+            assert call(server.base + "/api/predict", body, headers)[0] == 200
+    finally:
+        output = server.stop()
+    assert server.process.returncode == 0, output
+    with sqlite3.connect(tmp_path / "state" / "catdog.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 25
+    assert re.search(r"serving .* on http://localhost:\d+", output)
+
+
+def test_serve_refuses_a_model_folder_that_is_not_built(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "catdog.cli", "serve", "--model", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
