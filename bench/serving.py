@@ -77,9 +77,9 @@ def post(base: str, data: bytes, name: str) -> tuple[int, dict[str, object], dic
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=300) as response:
-            status, headers, raw = response.status, dict(response.headers), response.read()
+            status, headers, raw = response.status, _lower(response.headers.items()), response.read()
     except urllib.error.HTTPError as exc:
-        status, headers, raw = exc.code, dict(exc.headers), exc.read()
+        status, headers, raw = exc.code, _lower(exc.headers.items()), exc.read()
     except OSError as exc:
         return 0, {"detail": str(exc)}, {}, time.perf_counter() - started
     elapsed = time.perf_counter() - started
@@ -88,6 +88,19 @@ def post(base: str, data: bytes, name: str) -> tuple[int, dict[str, object], dic
     except ValueError:
         answer = {}
     return status, answer, headers, elapsed
+
+
+def _lower(items: object) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in items}  # type: ignore[attr-defined]
+
+
+def server_ms(headers: dict[str, str]) -> float:
+    """The server's own time for a request, from its Server-Timing header (app;dur=ms)."""
+    for part in headers.get("server-timing", "").split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if name == "app" and duration:
+            return float(duration)
+    return float("nan")
 
 
 @contextmanager
@@ -199,7 +212,7 @@ def repeated_image(model: Path, photo: bytes, count: int) -> None:
 def overload(model: Path, photos: list[bytes], queue: int, clients: int) -> None:
     """Hold the queue full with `clients` senders, time the refusals, then check recovery."""
     with server(model, max_batch_size=min(queue, 16), max_queue_size=queue, prediction_cache_size=0) as base:
-        refusals: list[tuple[float, str]] = []
+        refusals: list[tuple[float, str, float]] = []
         done = threading.Event()
         lock = threading.Lock()
         counter = iter(range(10**9))
@@ -211,7 +224,7 @@ def overload(model: Path, photos: list[bytes], queue: int, clients: int) -> None
                 status, _, headers, elapsed = post(base, photos[i % len(photos)] + i.to_bytes(4, "big"), f"{i}.jpg")
                 if status == 503:
                     with lock:
-                        refusals.append((elapsed, headers.get("Retry-After", "")))
+                        refusals.append((elapsed, headers.get("retry-after", ""), server_ms(headers)))
                     time.sleep(0.05)
 
         threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -222,7 +235,8 @@ def overload(model: Path, photos: list[bytes], queue: int, clients: int) -> None
         for thread in threads:
             thread.join()
         after = [post(base, photos[i] + b"after" + bytes([i]), f"after{i}.jpg")[0] for i in range(5)]
-    times = sorted(t for t, _ in refusals)
+    times = sorted(t for t, _, _ in refusals)
+    on_server = sorted(ms for _, _, ms in refusals)
     print(f"\n## Overload: {clients} clients against a queue bound of {queue} images, 20 s, {model}")
     if times:
         p50, p95 = statistics.median(times), times[int(0.95 * (len(times) - 1))]
@@ -230,7 +244,9 @@ def overload(model: Path, photos: list[bytes], queue: int, clients: int) -> None
         print(
             f"503 answers {len(times)}: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, max {worst:.1f} ms; ", end=""
         )
-        print(f"Retry-After values {sorted({r for _, r in refusals})}")
+        print(f"Retry-After values {sorted({r for _, r, _ in refusals})}")
+        server_p95 = on_server[int(0.95 * (len(on_server) - 1))]
+        print(f"server time of the 503s: p50 {statistics.median(on_server):.2f} ms, p95 {server_p95:.2f} ms")
     else:
         print("no 503 answers: the load never passed the bound")
     print(f"right after the load: statuses {after} (full service: {all(s == 200 for s in after)})")

@@ -49,7 +49,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from catdog.ml.artifacts import METRICS_JSON, PLOTS_DIR, write_json
+    from catdog.ml.artifacts import PLOTS_DIR, metrics_path, write_json
     from catdog.ml.evaluate import evaluate_model
     from catdog.ml.features import AugmentRecipe
     from catdog.ml.head import HeadConfig
@@ -79,14 +79,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         metrics = evaluate_model(
             result.model_dir, test_dir, plots_dir=result.model_dir / PLOTS_DIR, history=result.history
         )
-        write_json(result.model_dir / METRICS_JSON, metrics)
+        write_json(metrics_path(result.model_dir, metrics["model"]["precision"]), metrics)
         summary["test"] = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1", "log_loss", "n")}
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from catdog.ml.artifacts import METRICS_JSON, PLOTS_DIR, write_json
+    from catdog.ml.artifacts import PLOTS_DIR, metrics_path, write_json
     from catdog.ml.evaluate import evaluate_model
 
     model_dir = Path(args.model)
@@ -94,9 +94,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_model(
         model_dir, Path(args.data), plots_dir=plots_dir, progress=not args.json, precision=args.precision
     )
+    ran = metrics["model"]["precision"]
     if args.save:
-        write_json(model_dir / METRICS_JSON, metrics)
-    ran = metrics["model"]["precision"]  # "precision" itself is the classification metric
+        write_json(metrics_path(model_dir, ran), metrics)  # "precision" itself is the classification metric
     if args.json:
         keys = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "n")
         summary = {k: metrics[k] for k in keys}

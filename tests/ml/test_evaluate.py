@@ -57,3 +57,16 @@ def test_evaluate_model_writes_every_plot(lite0_model: Path, tmp_path: Path) -> 
     assert 0.0 <= metrics["accuracy"] <= 1.0
     for name in ("confusion_matrix.png", "roc_curve.png", "worst_mistakes.png", "training_curves.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_graph_precision_has_its_own_evaluation_file(tmp_path: Path) -> None:
+    from catdog.ml.artifacts import metrics_path, served_metrics_path
+
+    assert metrics_path(tmp_path, "fp32").name == "metrics.json"
+    assert metrics_path(tmp_path, "int8").name == "metrics_int8.json"
+    assert served_metrics_path(tmp_path, "int8") is None
+    metrics_path(tmp_path, "fp32").write_text("{}")
+    assert served_metrics_path(tmp_path, "int8") == tmp_path / "metrics.json"  # the other graph's, as a fallback
+    metrics_path(tmp_path, "int8").write_text("{}")
+    assert served_metrics_path(tmp_path, "int8") == tmp_path / "metrics_int8.json"
+    assert served_metrics_path(tmp_path, "fp32") == tmp_path / "metrics.json"

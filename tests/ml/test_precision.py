@@ -14,6 +14,7 @@ from catdog.ml.precision import (
     cpu_description,
     cpu_flags,
     has_int8_dot_product,
+    measured_int8_speedup,
     parse_cpuinfo,
     resolve_precision,
 )
@@ -57,7 +58,7 @@ def test_cpus_without_int8_dot_products_are_recognised(flags: set[str]) -> None:
         ("auto", BOTH, VNNI_512, "int8"),
         ("auto", BOTH, AVX_VNNI, "int8"),
         ("auto", BOTH, ARM_DOTPROD, "int8"),
-        ("auto", BOTH, AVX2_ONLY, "fp32"),  # int8 is no faster without VNNI (measured)
+        ("auto", BOTH, AVX2_ONLY, "fp32"),  # no dot products and no measurement: fp32
         ("auto", BOTH, set(), "fp32"),  # unknown CPU: the safe choice
         ("auto", {"fp32"}, VNNI_512, "fp32"),  # no int8 graph: fp32, quietly
         ("auto", {"int8"}, AVX2_ONLY, "int8"),  # the only graph there is
@@ -95,7 +96,7 @@ def test_this_cpu_is_described_consistently() -> None:
     assert set(cpu["flags"]) <= set(RELEVANT_FLAGS)
     assert set(cpu["flags"]) == set(RELEVANT_FLAGS) & cpu_flags()
     assert cpu["int8_dot_product"] == has_int8_dot_product(cpu_flags())
-    assert cpu["auto_precision"] == resolve_precision("auto", BOTH, cpu_flags())
+    assert (cpu["auto_precision"] == "int8") == has_int8_dot_product(cpu_flags())
     json.dumps(cpu)
 
 
@@ -108,3 +109,35 @@ def test_without_cpuinfo_or_sysctl_the_flags_are_empty(monkeypatch: pytest.Monke
         assert resolve_precision("auto", BOTH) == "fp32"
     finally:
         precision.cpu_flags.cache_clear()
+
+
+@pytest.mark.parametrize(("speedup", "expected"), [(2.9, "int8"), (1.25, "int8"), (1.1, "fp32"), (0.8, "fp32")])
+def test_without_dot_products_auto_follows_the_measured_speed(speedup: float, expected: str) -> None:
+    asked: list[bool] = []
+
+    def measure() -> float:
+        asked.append(True)
+        return speedup
+
+    assert resolve_precision("auto", BOTH, AVX2_ONLY, int8_speedup=measure) == expected
+    assert asked == [True]
+    assert resolve_precision("auto", BOTH, VNNI_512, int8_speedup=measure) == "int8" and asked == [True]
+    assert resolve_precision("fp32", BOTH, AVX2_ONLY, int8_speedup=measure) == "fp32" and asked == [True]
+
+
+def test_the_measurement_runs_once_per_cpu_and_is_cached(
+    lite0_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graph = lite0_model / "model.onnx"  # the same graph twice: int8 "as fast as" fp32
+    speedup = measured_int8_speedup("test-backbone", graph, graph, size=224, threads=1, cache_dir=tmp_path)
+    assert 0.5 < speedup < 2.0
+    cached = json.loads((tmp_path / "precision.json").read_text())
+    (entry,) = cached.values()
+    assert entry["int8_speedup"] == round(speedup, 3) and set(entry["seconds"]) == {"fp32", "int8"}
+
+    def no_timing(*args: object, **kwargs: object) -> float:
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr(precision, "_best_run_seconds", no_timing)
+    again = measured_int8_speedup("test-backbone", graph, graph, size=224, threads=1, cache_dir=tmp_path)
+    assert again == round(speedup, 3)

@@ -84,14 +84,21 @@ def test_auto_without_an_int8_graph_runs_fp32_quietly(model_copy: Path, monkeypa
     assert Predictor(model_copy).precision == "fp32"
 
 
-@pytest.mark.parametrize(("flags", "expected"), [(VNNI, "int8"), (AVX2, "fp32")])
-def test_auto_picks_int8_where_the_cpu_has_int8_dot_products(
-    model_copy: Path, monkeypatch: pytest.MonkeyPatch, flags: frozenset[str], expected: str
+@pytest.mark.parametrize(
+    ("flags", "speedup", "expected"), [(VNNI, 0.5, "int8"), (AVX2, 2.5, "int8"), (AVX2, 1.0, "fp32")]
+)
+def test_auto_picks_int8_where_the_cpu_has_int8_dot_products_or_runs_it_faster(
+    model_copy: Path, monkeypatch: pytest.MonkeyPatch, flags: frozenset[str], speedup: float, expected: str
 ) -> None:
+    import catdog.ml.predictor as predictor_module
+
     fake_int8_graph(model_copy)
     monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    timed: list[str] = []
+    monkeypatch.setattr(predictor_module, "measured_int8_speedup", lambda key, *a, **k: timed.append(key) or speedup)
     predictor = Predictor(model_copy)
     assert predictor.precision == expected
+    assert timed == ([] if flags == VNNI else ["efficientnet_lite0"])  # VNNI needs no timing
     assert predictor.model_path.name == {"int8": "model_int8.onnx", "fp32": "model.onnx"}[expected]
 
 

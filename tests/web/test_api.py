@@ -264,6 +264,7 @@ def test_past_the_queue_bound_the_answer_is_503_with_retry_after(lite0_model: Pa
         assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
         assert "detail" in refused.json()
         assert elapsed < 0.5  # at once, not after a timeout
+        assert float(refused.headers["server-timing"].split("dur=")[1]) < 50  # ms on the server, body not parsed
         assert answers == [200, 200]
         assert post(client, DOG.read_bytes()).status_code == 200  # full service again
 
@@ -402,3 +403,26 @@ def test_unknown_paths_are_json_404(app_client: TestClient) -> None:
     response = app_client.get("/api/nope")
     assert response.status_code == 404 and response.json()["detail"]
     assert app_client.delete("/api/predict").status_code == 405
+
+
+def test_a_drift_check_compares_recent_predictions_with_the_reference(lite0_model: Path, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state", drift_min_samples=10)
+    with TestClient(create_app(settings, lite0_model, configure_logs=False)) as client:
+        wait_ready(client)
+        early = client.get("/api/monitoring").json()
+        assert early["drift"] is None and early["drift_reason"]
+        photos = sorted((CATSDOGS / "test" / "cats").iterdir()) + sorted((CATSDOGS / "test" / "dogs").iterdir())
+        for photo in photos:
+            assert post(client, photo.read_bytes()).status_code == 200
+        report = client.get("/api/drift", params={"refresh": "true"}).json()  # computed in the child process
+        assert report["window_size"] == len(photos)
+        assert isinstance(report["prediction"]["drift"], bool) and 0 <= report["values"]["ks_p_value"] <= 1
+        assert "K-S p-value" in report["prediction"]["summary"]
+        assert report["feature"]["drift"] is not None or report["feature"]["reason"]
+        assert client.get("/api/monitoring").json()["drift"]["window_size"] == len(photos)
+    from catdog.db import queries
+    from catdog.db.session import make_engine, session_factory
+
+    with session_factory(make_engine(settings.sqlalchemy_url))() as session:
+        stored = queries.latest_drift_report(session)
+    assert stored is not None and stored["window_size"] == len(photos)

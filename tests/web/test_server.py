@@ -140,6 +140,9 @@ def test_a_clean_shutdown_loses_no_prediction_record(lite0_model: Path, tmp_path
         for i in range(25):  # distinct bytes: no cache hits
             body, headers = multipart(photo + i.to_bytes(4, "big"), f"{i}.jpg")
             assert call(server.base + "/api/predict", body, headers)[0] == 200
+        text = call(server.base + "/metrics")[1].decode()  # one worker: serve runs uvicorn in its own process
+        assert "# TYPE catdog_predictions_total counter" in text
+        assert prometheus_total(text, "catdog_predictions_total") == 25
     finally:
         output = server.stop()
     assert server.process.returncode == 0, output

@@ -14,7 +14,8 @@ MODEL_DIR/
   last_block.npz      the fine-tuned last backbone block (--finetune-last-block models only)
   model_config.json   everything needed to use and to reproduce the model; "precision" is the
                       precision of the features the head was trained on
-  metrics.json        evaluation on held-out data
+  metrics.json        evaluation on held-out data through model.onnx (fp32)
+  metrics_int8.json   the same through model_int8.onnx, when it was evaluated
   drift_reference.npz what drift is measured against: P(dog) on the test split, pooled features
                       of up to 512 training images per graph precision (catdog.ml.drift)
   history.json        per-epoch training curves
@@ -105,3 +106,17 @@ def write_json(path: Path, data: Any) -> None:
         handle.write("\n")
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; model files are meant to be shared
     os.replace(tmp, path)
+
+
+def metrics_path(model_dir: Path, precision: str) -> Path:
+    """Where the evaluation of a model's graph of `precision` lives: metrics.json for fp32, metrics_int8.json."""
+    return Path(model_dir) / (METRICS_JSON if precision == "fp32" else f"metrics_{precision}.json")
+
+
+def served_metrics_path(model_dir: Path, precision: str) -> Path | None:
+    """The evaluation that describes what serves: the precision's own, else the other one, else None."""
+    for candidate in (precision, "fp32", "int8"):
+        path = metrics_path(model_dir, candidate)
+        if path.is_file():
+            return path
+    return None

@@ -61,6 +61,8 @@ def evaluate_model(
 
     precision: "auto", "fp32" or "int8" (default: the CATDOG_PRECISION setting); the metrics'
     "model" entry records the precision that ran and the one the head was trained on.
+    plots_dir: where the plots go; an int8 run draws them only when the folder has none yet, so
+    the plots of a model stay those of its fp32 graph (the two differ by a few images at most).
     """
     split = load_split(resolve_split(data_dir, "test"))
     if not split.samples:
@@ -73,7 +75,7 @@ def evaluate_model(
         "precision": predictor.precision,
         "trained_precision": predictor.config.precision,
     }
-    if plots_dir is not None:
+    if plots_dir is not None and (predictor.precision == "fp32" or not any(Path(plots_dir).glob("*.png"))):
         from catdog.ml import plots
 
         metrics["plots"] = plots.evaluation_plots(plots_dir, split, p_dog, metrics, history)

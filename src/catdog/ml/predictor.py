@@ -34,7 +34,13 @@ from catdog.ml.artifacts import (
 )
 from catdog.ml.onnx_runtime import make_session
 from catdog.ml.parallel import chunks, prefetched
-from catdog.ml.precision import PRECISIONS, PrecisionUnavailable, cpu_description, resolve_precision
+from catdog.ml.precision import (
+    PRECISIONS,
+    PrecisionUnavailable,
+    cpu_description,
+    measured_int8_speedup,
+    resolve_precision,
+)
 from catdog.ml.preprocessing import LITE, ImageSource, Normalization, load_image
 
 log = logging.getLogger(__name__)
@@ -89,7 +95,7 @@ class Predictor:
     def __init__(self, model_dir: Path, *, threads: int = 0, batch_size: int = 16, precision: str = "auto") -> None:
         self.model_dir = Path(model_dir)
         self.config = ModelConfig.load(self.model_dir)
-        self.precision = self._resolve_precision(precision)
+        self.precision = self._resolve_precision(precision, threads)
         self.model_path = self.model_dir / MODEL_GRAPHS[self.precision]
         self.session = make_session(self.model_path, threads)
         self.output_names = frozenset(output.name for output in self.session.get_outputs())
@@ -105,15 +111,21 @@ class Predictor:
         self.head = gradcam.NumpyHead.from_model_dir(self.model_dir, self.config) if has_head else None
         self._log_start(precision)
 
-    def _resolve_precision(self, requested: str) -> str:
+    def _resolve_precision(self, requested: str, threads: int) -> str:
         available = {p for p, name in MODEL_GRAPHS.items() if (self.model_dir / name).is_file()}
         if not available:
             missing = self.model_dir / MODEL_GRAPHS["fp32"]
             raise ModelDirError(f"{missing} is missing: build it with `catdog build {self.model_dir}`")
         if requested not in PRECISIONS:
             raise ModelDirError(f"unknown precision {requested!r}; use one of {', '.join(PRECISIONS)}")
+
+        def int8_speedup() -> float:
+            fp32, int8 = (self.model_dir / MODEL_GRAPHS[p] for p in ("fp32", "int8"))
+            size = int(self.config.normalization.get("size", 224))
+            return measured_int8_speedup(self.config.backbone, fp32, int8, size=size, threads=threads)
+
         try:
-            return resolve_precision(requested, available)
+            return resolve_precision(requested, available, int8_speedup=int8_speedup)
         except PrecisionUnavailable:
             graph = self.model_dir / MODEL_GRAPHS[requested]
             raise ModelDirError(

@@ -30,7 +30,7 @@ from catdog.ml.drift import build_reference
 from catdog.ml.export import build_model_dir
 from catdog.ml.features import AugmentRecipe, FeatureExtractor, cache_for, extract_features
 from catdog.ml.head import Head, HeadConfig, save_head
-from catdog.ml.precision import resolve_precision
+from catdog.ml.precision import measured_int8_speedup, resolve_precision
 from catdog.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,17 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     # the same choice as serving: int8 where the CPU has int8 dot products and a range table exists
     packaged = packaged_calibration_table(backbone.spec.name)
     available = {"fp32", "int8"} if packaged.is_file() and not finetune else {"fp32"}
-    precision = resolve_precision(config.precision or settings.precision, available)
+    precision = resolve_precision(
+        config.precision or settings.precision,
+        available,
+        int8_speedup=lambda: measured_int8_speedup(
+            backbone.spec.name,
+            ensure_onnx(backbone, "fp32"),
+            ensure_onnx(backbone, "int8", packaged),
+            size=backbone.spec.input_size,
+            threads=settings.threads,
+        ),
+    )
     table = packaged if precision == "int8" else None
     graph = backbone.trunk_onnx_path() if finetune else ensure_onnx(backbone, precision, table)
     extractor = FeatureExtractor(graph, backbone.spec.normalization, settings.threads)

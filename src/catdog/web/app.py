@@ -25,7 +25,7 @@ from catdog.db.writer import PredictionWriter
 from catdog.settings import Settings, get_settings
 from catdog.web.errors import install_error_handlers
 from catdog.web.logs import configure_logging
-from catdog.web.middleware import RequestContext, UploadSizeLimit
+from catdog.web.middleware import EarlyRefusal, RequestContext, UploadSizeLimit
 from catdog.web.monitor import DriftMonitor
 from catdog.web.routes import explain, monitoring, pages, predict, status
 from catdog.web.service import ModelService
@@ -60,9 +60,15 @@ def create_app(
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/docs", _swagger_ui, include_in_schema=False)
+    app.add_middleware(EarlyRefusal, refusal=lambda: _refusal(app), paths=("/api/predict", "/api/predict/batch"))
     app.add_middleware(UploadSizeLimit, limit=_upload_limit(settings))
     app.add_middleware(RequestContext)
     return app
+
+
+def _refusal(app: FastAPI) -> tuple[str, float] | None:
+    service: ModelService | None = getattr(app.state, "service", None)
+    return None if service is None else service.refusal()
 
 
 def _upload_limit(settings: Settings):  # type: ignore[no-untyped-def]

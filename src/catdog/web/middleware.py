@@ -46,8 +46,12 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                took = f"app;dur={(time.perf_counter() - started) * 1000:.2f}".encode()  # W3C Server-Timing, ms
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", rid.encode()),
+                    (b"server-timing", took),
+                ]
             await send(message)
 
         try:
@@ -128,12 +132,43 @@ class UploadSizeLimit:
             await _json(send, 413, f"the upload is over the limit of {exc.limit} bytes")
 
     async def _drain(self, receive: Receive, declared: int) -> None:
-        if declared > self.drain_cap:
+        if declared <= self.drain_cap:
+            await _drain(receive, self.drain_cap)
+
+
+class EarlyRefusal:
+    """Answer 503 before a prediction request's body is even parsed, when `refusal()` says so.
+
+    refusal() -> None (let it through) or (detail, retry_after seconds). The route admits
+    exactly again after parsing (a batch counts its files); this only spares a full server the
+    work of parsing uploads it will refuse, so the 503 comes at once.
+    """
+
+    def __init__(self, app: ASGIApp, refusal: Callable[[], tuple[str, float] | None], paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.refusal = refusal
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refused = None
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            refused = self.refusal()
+        if refused is None:
+            await self.app(scope, receive, send)
             return
-        while True:
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                return
+        detail, retry_after = refused
+        await _drain(receive, cap=64 << 20)
+        await _json(send, 503, detail, [(b"retry-after", str(int(retry_after)).encode())])
+
+
+async def _drain(receive: Receive, cap: int) -> None:
+    """Read and drop the request body (up to `cap` bytes) so the client reads our answer."""
+    received = 0
+    while received <= cap:
+        message = await receive()
+        received += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 class UploadTooLargeError(Exception):
@@ -152,13 +187,8 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _json(send: Send, status: int, detail: str) -> None:
+async def _json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": base + (headers or [])})
     await send({"type": "http.response.body", "body": body})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from catdog.ml.artifacts import MODEL_ONNX, ModelConfig, ModelDirError
 from catdog.settings import get_settings
-from catdog.web.metrics import MULTIPROC_ENV
+from catdog.web import MULTIPROC_ENV  # never catdog.web.metrics here: it must see the variable set
 
 
 def serve(

@@ -178,6 +178,17 @@ class ModelService:
         self.in_flight += n
         metrics.QUEUE_DEPTH.set(self.in_flight)
 
+    def refusal(self) -> tuple[str, float] | None:
+        """(detail, retry after s) when not even one more image fits (EarlyRefusal's test), else None."""
+        if not self.ready or self.batcher is None:
+            return f"not ready: the model is {self.state.phase}", 5.0
+        if self.in_flight >= self.settings.max_queue_size:
+            metrics.REJECTIONS.labels("queue_full").inc()
+            return str(Overloaded(self.batcher.retry_after(self.in_flight), self.in_flight)), self.batcher.retry_after(
+                self.in_flight
+            )
+        return None
+
     def release(self, n: int) -> None:
         self.in_flight -= n
         metrics.QUEUE_DEPTH.set(self.in_flight)

@@ -12,10 +12,11 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, JSONResponse
 
 from catdog.db import queries
-from catdog.ml.artifacts import METRICS_JSON, PLOTS_DIR
+from catdog.ml.artifacts import METRICS_JSON, PLOTS_DIR, served_metrics_path
 from catdog.ml.data import count_class_files
 from catdog.ml.precision import cpu_description
 from catdog.web.deps import ServiceDep, SessionDep, SettingsDep
+from catdog.web.service import ModelService
 
 router = APIRouter(tags=["status"])
 
@@ -65,7 +66,7 @@ def status(service: ServiceDep, session: SessionDep, settings: SettingsDep) -> d
         "backbone": predictor.config.backbone if predictor else None,
         "precision": predictor.precision if predictor else None,
         "model_dir": str(service.model_dir),
-        "has_metrics": (service.model_dir / METRICS_JSON).is_file(),
+        "has_metrics": _metrics_file(service) is not None,
         "queue_depth": service.in_flight,
         "batching": {
             "max_batch_size": settings.max_batch_size,
@@ -79,8 +80,8 @@ def status(service: ServiceDep, session: SessionDep, settings: SettingsDep) -> d
 
 @router.get("/api/metrics", summary="The served model's evaluation on held-out data")
 def model_metrics(service: ServiceDep) -> dict[str, Any]:
-    path = service.model_dir / METRICS_JSON
-    if not path.is_file():
+    path = _metrics_file(service)
+    if path is None:
         raise HTTPException(404, f"the served model has no {METRICS_JSON}: run `catdog evaluate --save`")
     data = json.loads(path.read_text())
     plots = service.model_dir / PLOTS_DIR
@@ -93,6 +94,7 @@ def model_metrics(service: ServiceDep) -> dict[str, Any]:
         "log_loss": data.get("log_loss"),
         "confusion_matrix": data.get("confusion_matrix"),
         "n": data.get("n"),
+        "evaluated_precision": (data.get("model") or {}).get("precision", "fp32"),
         "test_data": data.get("data"),
         "model_version": service.predictor.version if service.predictor else None,
         "plots": {p.stem: f"/api/metrics/plots/{p.name}" for p in sorted(plots.glob("*.png"))},
@@ -100,6 +102,11 @@ def model_metrics(service: ServiceDep) -> dict[str, Any]:
         .isoformat(timespec="seconds")
         .replace("+00:00", "Z"),
     }
+
+
+def _metrics_file(service: ModelService) -> Path | None:
+    """The evaluation of the graph that serves (int8 or fp32), else of the other graph."""
+    return served_metrics_path(service.model_dir, service.predictor.precision if service.predictor else "fp32")
 
 
 @router.get("/api/metrics/plots/{name}", summary="One of the served model's plots (PNG)")

@@ -1,0 +1,36 @@
+"""The drift check's child process: it imports the ML core only (no web layer, no metrics)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from catdog.ml.drift import DriftReference, DriftReport, compute_drift
+
+_reference: DriftReference | None = None
+
+
+def start_child(model_dir: str) -> None:
+    """Process initializer: one BLAS thread at a lower CPU priority than the server, the reference loaded once.
+
+    The server's model runs keep both cores; a check then takes a little longer (about a
+    second of one core at window 500) instead of taking cores from the batch thread.
+    """
+    global _reference
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(19)
+    threadpool_limits(1)
+    _reference = DriftReference.load(Path(model_dir))
+
+
+def compute_in_child(
+    recent_p: np.ndarray, recent_features: np.ndarray, precision: str, min_samples: int
+) -> DriftReport:
+    """compute_drift against the reference loaded by start_child."""
+    if _reference is None:
+        raise RuntimeError("start_child did not run in this process")
+    return compute_drift(_reference, recent_p, recent_features, precision, min_samples=min_samples)
