@@ -37,6 +37,16 @@ def call(url: str, body: bytes | None = None, headers: dict[str, str] | None = N
         return exc.code, exc.read()
 
 
+def call_until_ready(url: str, body: bytes, headers: dict[str, str], timeout: float = 120) -> tuple[int, bytes]:
+    """POST, retrying 503s as a client honouring Retry-After does: /ready spoke for one worker only."""
+    deadline = time.time() + timeout
+    while True:
+        status, answer = call(url, body, headers)
+        if status != 503 or time.time() > deadline:
+            return status, answer
+        time.sleep(0.5)
+
+
 def multipart(data: bytes, name: str) -> tuple[bytes, dict[str, str]]:
     boundary = uuid.uuid4().hex
     body = (
@@ -116,7 +126,7 @@ def test_two_workers_report_the_same_counters_and_merged_metrics(two_workers: Se
     photos = sorted((CATSDOGS / "test" / "cats").iterdir()) + sorted((CATSDOGS / "test" / "dogs").iterdir())
     for photo in photos:
         body, headers = multipart(photo.read_bytes(), photo.name)
-        status, _ = call(two_workers.base + "/api/predict", body, headers)
+        status, _ = call_until_ready(two_workers.base + "/api/predict", body, headers)
         assert status == 200
     pids = {name.rsplit("_", 1)[-1] for name in os.listdir(two_workers.state / "prometheus")}
     assert len(pids) >= 2  # both workers write samples that /metrics merges

@@ -77,19 +77,13 @@ class GroupStats(TypedDict):
     not_a_pet: PetStats
 
 
-class MonitoringSummary(TypedDict):
+class MonitoringSummary(GroupStats):
     generated_at: str
     window: dict[str, Any]  # {"start": iso, "end": iso, "minutes": int}
     total_predictions: int  # all time
     window_predictions: int
     per_minute: list[MinuteStats]
     latency: LatencyStats
-    classes: dict[str, int]
-    endpoints: dict[str, int]
-    confidence_histogram: Histogram
-    cache: CacheStats
-    batch_sizes: list[BatchSizeCount]
-    not_a_pet: PetStats
 
 
 # --- counters ------------------------------------------------------------------------------------
