@@ -45,6 +45,7 @@ class DriftMonitor:
         self._checked_at_count = -1
         self.latest: dict[str, Any] | None = None  # this worker's newest report, stored or not
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="drift", daemon=True)
@@ -58,6 +59,11 @@ class DriftMonitor:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
+        # Lower this thread's priority first: the child process it starts inherits it, so even the
+        # child's imports (numpy, SciPy, scikit-learn: seconds of CPU) never compete with serving.
+        _lower_thread_priority()
+        if self.reference() is not None:
+            self._child_pool()
         while not self._stop.wait(self.interval):
             try:
                 self.check()
@@ -76,17 +82,22 @@ class DriftMonitor:
     def _compute(
         self, recent_p: np.ndarray, recent_features: np.ndarray, precision: str, min_samples: int
     ) -> DriftReport:
-        """compute_drift in the child process (started on first use), waiting for its answer."""
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=start_child,
-                initargs=(str(self.service.model_dir),),
-            )
-        return self._pool.submit(compute_in_child, recent_p, recent_features, precision, min_samples).result(
-            timeout=600
-        )
+        """compute_drift in the child process, waiting for its answer."""
+        future = self._child_pool().submit(compute_in_child, recent_p, recent_features, precision, min_samples)
+        return future.result(timeout=600)
+
+    def _child_pool(self) -> ProcessPoolExecutor:
+        """The one-process pool that computes drift; its process starts (and imports) right away."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=start_child,
+                    initargs=(str(self.service.model_dir),),
+                )
+                self._pool.submit(int)  # start the process now, from the calling (low-priority) thread
+            return self._pool
 
     def check(self) -> dict[str, Any] | None:
         """Compute one report now (stored when the prediction check ran); None without news or reference."""
@@ -119,6 +130,14 @@ class DriftMonitor:
                 )
         _export(report.to_dict())
         return self.latest
+
+
+def _lower_thread_priority(niceness: int = 19) -> None:
+    """The calling thread's CPU priority, lowered where the OS allows it (Linux: per-thread nice)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):
+        log.debug("cannot lower the drift thread's priority here")
 
 
 def _export(report: dict[str, Any]) -> None:
