@@ -211,7 +211,8 @@ def repeated_image(model: Path, photo: bytes, count: int) -> None:
 
 def overload(model: Path, photos: list[bytes], queue: int, clients: int) -> None:
     """Hold the queue full with `clients` senders, time the refusals, then check recovery."""
-    with server(model, max_batch_size=min(queue, 16), max_queue_size=queue, prediction_cache_size=0) as base:
+    settings = {"max_batch_size": min(queue, 16), "max_queue_size": queue, "max_batch_files": min(queue, 32)}
+    with server(model, prediction_cache_size=0, **settings) as base:
         refusals: list[tuple[float, str, float]] = []
         done = threading.Event()
         lock = threading.Lock()

@@ -26,6 +26,7 @@ def test_settings_come_from_catdog_variables(monkeypatch: pytest.MonkeyPatch, tm
         ("CATDOG_MAX_BATCH_SIZE", "0", "CATDOG_MAX_BATCH_SIZE"),
         ("CATDOG_WARMUP_BATCH_SIZES", "1,x", "CATDOG_WARMUP_BATCH_SIZES"),
         ("CATDOG_MAX_QUEUE_SIZE", "2", "CATDOG_MAX_QUEUE_SIZE"),
+        ("CATDOG_MAX_BATCH_FILES", "100", "CATDOG_MAX_BATCH_FILES"),
     ],
 )
 def test_a_bad_value_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, name: str, value: str, needle: str) -> None:

@@ -23,7 +23,8 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("catdog").strip()  # "predict", or "" for catdog itself
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -90,6 +91,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from catdog.ml.evaluate import evaluate_model
 
     model_dir = Path(args.model)
+    if args.save and not args.force:
+        _refuse_to_replace_another_evaluation(model_dir, Path(args.data))
     plots_dir = model_dir / PLOTS_DIR if args.save else None
     metrics = evaluate_model(
         model_dir, Path(args.data), plots_dir=plots_dir, progress=not args.json, precision=args.precision
@@ -104,6 +107,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(_metrics_table(metrics) + f"\ngraph      {ran} ({metrics['model']['version']})")
     return 0
+
+
+def _refuse_to_replace_another_evaluation(model_dir: Path, data: Path) -> None:
+    """--save replaces the figures a model is known by: only with the same test data, or --force."""
+    from catdog.ml.artifacts import METRICS_JSON
+    from catdog.ml.data import load_split, resolve_split
+
+    saved = sorted(model_dir.glob("metrics*.json"))
+    if not saved:
+        return
+    recorded = json.loads((model_dir / METRICS_JSON if (model_dir / METRICS_JSON).is_file() else saved[0]).read_text())
+    before = (recorded.get("data") or {}).get("fingerprint")
+    after = load_split(resolve_split(data, "test")).fingerprint()
+    if before and before != after:
+        raise UsageError(
+            f"{model_dir} was evaluated on other data ({recorded.get('n')} images, {recorded['data'].get('root')}); "
+            "--save would replace those figures: pass --force to do so"
+        )
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:
@@ -125,7 +146,7 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Classify each file; a file that cannot be read or decoded does not stop the others.
 
-    Each file is read once, so /dev/stdin and pipes (`<(cat photo.jpg)`) work. A bad file gets
+    Each file is read once, so `-` (standard input), /dev/stdin and pipes (`<(cat photo.jpg)`) work. A bad file gets
     one line on stderr, `catdog: error: cannot read NAME: reason`, every other file is predicted
     (stdout: one line, or one JSON object with --json, per file), and the exit status is 2 at
     the end when any file failed, else 0. Names that are not valid UTF-8 are printed with \\xNN
@@ -162,7 +183,7 @@ def _predict_each(predictor: Any, files: Sequence[str]) -> list[tuple[str, dict[
     blobs: dict[int, bytes] = {}
     for i, file in enumerate(files):
         try:
-            blobs[i] = Path(file).read_bytes()
+            blobs[i] = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
         except OSError as exc:
             outcome[i] = exc.strerror or str(exc)
     try:
@@ -247,7 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.add_argument("--save", action="store_true", help="write metrics.json and plots into the model directory")
+    p.add_argument(
+        "--save", action="store_true", help="write metrics.json (metrics_int8.json) and plots into the model"
+    )
+    p.add_argument("--force", action="store_true", help="with --save: replace an evaluation made on other data")
     _add_precision(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -286,15 +310,22 @@ def _add_precision(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {value}")
     return value

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     warmup_batch_sizes: str = "all"  # "all" (1..max_batch_size) or a list such as "1,16"
     prediction_cache_size: int = Field(default=4096, ge=0)  # entries; 0 turns the cache off
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
-    max_batch_files: int = Field(default=64, ge=1)
+    max_batch_files: int = Field(default=32, ge=1)  # files in one /api/predict/batch; at most max_queue_size
     explanations_kept: int = Field(default=2000, ge=0)
     db_flush_seconds: float = Field(default=0.5, gt=0, le=60)
     drift_window: int = Field(default=500, ge=20)  # recent predictions compared with the reference
@@ -76,11 +76,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> Settings:
-        if self.max_queue_size < self.max_batch_size:
-            raise ValueError(
-                f"CATDOG_MAX_QUEUE_SIZE ({self.max_queue_size}) must be at least "
-                f"CATDOG_MAX_BATCH_SIZE ({self.max_batch_size})"
-            )
+        for name, value in (
+            ("CATDOG_MAX_BATCH_SIZE", self.max_batch_size),
+            ("CATDOG_MAX_BATCH_FILES", self.max_batch_files),
+        ):
+            if self.max_queue_size < value:  # else such a batch could never be admitted
+                raise ValueError(f"CATDOG_MAX_QUEUE_SIZE ({self.max_queue_size}) must be at least {name} ({value})")
         return self
 
     # --- derived ---------------------------------------------------------------------------------

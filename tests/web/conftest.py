@@ -36,6 +36,7 @@ def make_settings(state_dir: Path, **overrides: Any) -> Settings:
         "data_dir": CATSDOGS,
         "max_batch_size": 4,
         "max_queue_size": 16,
+        "max_batch_files": 16,
         "warmup_batch_sizes": "1,4",
         "db_flush_seconds": 0.05,
         "drift_interval_seconds": 3600,

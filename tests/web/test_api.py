@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -186,7 +187,19 @@ def test_an_upload_over_the_cap_is_413(lite0_model: Path, tmp_path: Path) -> Non
         wait_ready(client)
         response = post(client, b"\xff\xd8\xff\xe0" + bytes(300_000))
         assert response.status_code == 413 and "limit" in response.json()["detail"]
+        body = (
+            b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
+            b"Content-Type: image/jpeg\r\n\r\n" + b"\xff\xd8\xff\xe0" + bytes(400_000) + b"\r\n--x--\r\n"
+        )
+        chunked = client.post(  # no Content-Length: the cap is enforced while the body streams in
+            "/api/predict",
+            content=(body[i : i + 65536] for i in range(0, len(body), 65536)),
+            headers={"content-type": "multipart/form-data; boundary=x"},
+        )
+        assert chunked.status_code == 413 and "limit" in chunked.json()["detail"]
         assert post(client, CAT.read_bytes()).status_code == 200
+        text = client.get("/metrics").text
+        assert 'catdog_requests_total{method="POST",route="/api/predict",status="413"}' in text
 
 
 @pytest.mark.parametrize("field", ["image", "files"])
@@ -234,7 +247,9 @@ def test_an_unexpected_error_is_a_json_500_not_plain_text(
 
 # --- overload: 503 with Retry-After at once, full service when the load drops --------------------------------
 def test_past_the_queue_bound_the_answer_is_503_with_retry_after(lite0_model: Path, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "state", max_batch_size=1, max_queue_size=2, prediction_cache_size=0)
+    settings = make_settings(
+        tmp_path / "state", max_batch_size=1, max_queue_size=2, max_batch_files=2, prediction_cache_size=0
+    )
     with TestClient(create_app(settings, lite0_model, configure_logs=False)) as client:
         wait_ready(client)
         service = client.app.state.service  # type: ignore[attr-defined]
@@ -426,3 +441,41 @@ def test_a_drift_check_compares_recent_predictions_with_the_reference(lite0_mode
     with session_factory(make_engine(settings.sqlalchemy_url))() as session:
         stored = queries.latest_drift_report(session)
     assert stored is not None and stored["window_size"] == len(photos)
+
+
+class _LeavingClient:
+    """Stands in for a Request whose client disconnects after `after` seconds."""
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+
+    async def receive(self) -> dict[str, str]:
+        await asyncio.sleep(self.after)
+        return {"type": "http.disconnect"}
+
+
+def test_work_of_a_client_that_leaves_is_cancelled() -> None:
+    from fastapi import HTTPException
+
+    from catdog.web.routes.predict import unless_client_leaves
+
+    cancelled = []
+
+    async def slow() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        return "done"
+
+    async def fast() -> str:
+        return "done"
+
+    async def main() -> None:
+        with pytest.raises(HTTPException) as info:
+            await unless_client_leaves(_LeavingClient(0.05), slow())  # type: ignore[arg-type]
+        assert info.value.status_code == 499 and cancelled == [True]
+        assert await unless_client_leaves(_LeavingClient(5), fast()) == "done"  # type: ignore[arg-type]
+
+    asyncio.run(main())

@@ -169,3 +169,31 @@ def test_serve_refuses_a_model_folder_that_is_not_built(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "needle"),
+    [
+        ("CATDOG_DATABASE_URL", "notaurl", "database URL"),
+        ("CATDOG_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/none", "cannot open the database"),
+        ("CATDOG_STATE_DIR", "FILE", "CATDOG_STATE_DIR"),
+        ("CATDOG_PORT", "TAKEN", "cannot listen"),
+    ],
+)
+def test_serve_refuses_what_would_fail_inside_uvicorn_with_one_line(
+    lite0_model: Path, tmp_path: Path, variable: str, value: str, needle: str
+) -> None:
+    """Before the model loads: a taken port, a bad database or state folder is one line and exit 2."""
+    env = {**os.environ, "CATDOG_STATE_DIR": str(tmp_path / "state"), variable: value}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        if value == "TAKEN":
+            env[variable] = str(taken.getsockname()[1])
+        if value == "FILE":
+            (tmp_path / "a-file").write_text("")
+            env[variable] = str(tmp_path / "a-file")
+        command = [sys.executable, "-m", "catdog.cli", "serve", "--model", str(lite0_model)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and needle in result.stderr

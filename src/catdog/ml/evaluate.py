@@ -9,7 +9,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from catdog import CLASS_NAMES
-from catdog.ml.data import Split, load_split, resolve_split
+from catdog.ml.data import DataError, Split, load_split, resolve_split
 from catdog.ml.predictor import Predictor
 from catdog.settings import get_settings
 
@@ -66,7 +66,7 @@ def evaluate_model(
     """
     split = load_split(resolve_split(data_dir, "test"))
     if not split.samples:
-        raise ValueError(f"no readable images in {split.root}")
+        raise DataError(f"no readable images in {split.root}")
     predictor = Predictor(model_dir, precision=precision or get_settings().precision)
     metrics, p_dog = evaluate_split(predictor, split, progress)
     metrics["model"] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -71,7 +71,8 @@ def _refusal(app: FastAPI) -> tuple[str, float] | None:
     return None if service is None else service.refusal()
 
 
-def _upload_limit(settings: Settings):  # type: ignore[no-untyped-def]
+def _upload_limit(settings: Settings) -> Callable[[str], int | None]:
+    """Request body cap by path: one file plus its envelope, or a batch's worth; None elsewhere."""
     single = settings.max_upload_bytes + 64 * 1024  # the multipart envelope around one file
     batch = settings.max_upload_bytes * BATCH_UPLOAD_FACTOR
 

@@ -10,15 +10,8 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.exposition import choose_encoder
 
 from catdog.web import MULTIPROC_ENV
 
@@ -58,15 +51,19 @@ DRIFT_DETECTED = Gauge(
 )
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text exposition of every process's metrics, and its content type."""
+def exposition(accept: str | None = None) -> tuple[bytes, str]:
+    """Every process's metrics in the format the scraper's Accept header asks for, and its content type.
+
+    prometheus_client negotiates it (choose_encoder): OpenMetrics, or the classic text format
+    for scrapers that ask for nothing else.
+    """
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    from prometheus_client import REGISTRY
-
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    else:
+        from prometheus_client import REGISTRY as registry
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
 
 
 def mark_process_dead(pid: int) -> None:

@@ -88,7 +88,7 @@ def _client_request_id(scope: Scope) -> str | None:
 def _route_template(scope: Scope) -> str:
     """The matched route's path template (bounded label values), not the raw path."""
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(route, "path", None) or scope.get("catdog.route")
     if isinstance(path, str):
         return path
     return "/static" if scope.get("path", "").startswith("/static/") else "unmatched"
@@ -113,23 +113,33 @@ class UploadSizeLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > limit:
+            scope["catdog.route"] = scope["path"]  # answered before routing: label the metrics anyway
             await self._drain(receive, declared)
-            await _json(send, 413, f"the upload is {declared} bytes; the limit is {limit} bytes")
+            await _json(send, 413, f"the request is {_mib(declared)}; the limit is {_mib(limit)} here")
             return
-        received = 0
+        received, over = 0, False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, over
             message = await receive()
             received += len(message.get("body", b""))
             if received > limit:
+                over = True
                 raise UploadTooLargeError(limit)
             return message
 
+        async def send_413_instead(message: Message) -> None:
+            # A chunked body (no Content-Length) ran over: whatever the app made of the error it
+            # raised while parsing (FastAPI turns it into a 400), the client gets the 413.
+            if not over:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await _json(send, 413, f"the request is over the limit of {_mib(limit)} here")
+
         try:
-            await self.app(scope, counting_receive, send)
-        except UploadTooLargeError as exc:  # a chunked body without Content-Length ran over
-            await _json(send, 413, f"the upload is over the limit of {exc.limit} bytes")
+            await self.app(scope, counting_receive, send_413_instead)
+        except UploadTooLargeError:
+            await _json(send, 413, f"the request is over the limit of {_mib(limit)} here")
 
     async def _drain(self, receive: Receive, declared: int) -> None:
         if declared <= self.drain_cap:
@@ -157,6 +167,7 @@ class EarlyRefusal:
             await self.app(scope, receive, send)
             return
         detail, retry_after = refused
+        scope["catdog.route"] = scope["path"]  # answered before routing: label the metrics anyway
         await _drain(receive, cap=64 << 20)
         await _json(send, 503, detail, [(b"retry-after", str(int(retry_after)).encode())])
 
@@ -175,6 +186,10 @@ class UploadTooLargeError(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"over {limit} bytes")
         self.limit = limit
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 def _content_length(scope: Scope) -> int | None:

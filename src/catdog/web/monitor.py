@@ -48,6 +48,7 @@ class DriftMonitor:
         self._pool_lock = threading.Lock()
 
     def start(self) -> None:
+        psutil.cpu_percent(interval=None)  # the first call only starts psutil's CPU sampling (it says 0.0)
         self._thread = threading.Thread(target=self._loop, name="drift", daemon=True)
         self._thread.start()
 
@@ -56,7 +57,7 @@ class DriftMonitor:
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)  # the child exits before the worker does
 
     def _loop(self) -> None:
         # Lower this thread's priority first: the child process it starts inherits it, so even the

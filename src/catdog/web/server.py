@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
 from catdog.ml.artifacts import MODEL_ONNX, ModelConfig, ModelDirError
-from catdog.settings import get_settings
+from catdog.settings import SettingsError, get_settings
 from catdog.web import MULTIPROC_ENV  # never catdog.web.metrics here: it must see the variable set
 
 
@@ -27,11 +28,15 @@ def serve(
         overrides |= {"CATDOG_MODELS_DIR": model_dir.parent, "CATDOG_DEFAULT_MODEL": model_dir.name}
     os.environ.update({name: str(value) for name, value in overrides.items() if value is not None})
     settings = get_settings()
+    # Everything that would otherwise fail inside uvicorn, after a long model load: one line now.
     model_dir = settings.default_model_dir
-    ModelConfig.load(model_dir)  # one clear line now rather than a server that never gets ready
+    ModelConfig.load(model_dir)
     if not (model_dir / MODEL_ONNX).is_file():
         raise ModelDirError(f"{model_dir / MODEL_ONNX} is missing: build it with `catdog build {model_dir}`")
-    os.environ[MULTIPROC_ENV] = str(_fresh_metrics_dir(settings.state_dir / "prometheus"))
+    os.environ[MULTIPROC_ENV] = str(_usable_state_dir(settings.state_dir) / "prometheus")
+    _fresh_metrics_dir(Path(os.environ[MULTIPROC_ENV]))
+    _check_database(settings.sqlalchemy_url)
+    _check_address(settings.host, settings.port)
 
     import uvicorn
 
@@ -55,6 +60,49 @@ def serve(
         timeout_graceful_shutdown=30,
     )
     return 0
+
+
+def _usable_state_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(f"CATDOG_STATE_DIR={path} is not a folder catdog can write to: {exc.strerror}") from None
+    return path
+
+
+def _check_database(url: str) -> None:
+    """The URL parses and the database answers (PostgreSQL down: one line, not a traceback)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from catdog.db.session import make_engine, normalize_url
+
+    normalize_url(url)  # DatabaseUrlError (one line) for a URL catdog cannot use
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise SettingsError(f"cannot open the database (CATDOG_DATABASE_URL): {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def _check_address(host: str, port: int) -> None:
+    """Bind once as uvicorn will, so a taken port or a bad host is one line before the model loads."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise SettingsError(f"cannot listen on {host}:{port} (CATDOG_HOST, CATDOG_PORT): {why}") from None
 
 
 def _fresh_metrics_dir(path: Path) -> Path:

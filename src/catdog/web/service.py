@@ -185,9 +185,8 @@ class ModelService:
             return f"not ready: the model is {self.state.phase}", 5.0
         if self.in_flight >= self.settings.max_queue_size:
             metrics.REJECTIONS.labels("queue_full").inc()
-            return str(Overloaded(self.batcher.retry_after(self.in_flight), self.in_flight)), self.batcher.retry_after(
-                self.in_flight
-            )
+            retry_after = self.batcher.retry_after(self.in_flight)
+            return str(Overloaded(retry_after, self.in_flight)), retry_after
         return None
 
     def release(self, n: int) -> None:

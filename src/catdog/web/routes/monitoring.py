@@ -19,8 +19,8 @@ router = APIRouter(tags=["monitoring"])
 
 
 @router.get("/metrics", summary="Prometheus exposition of every worker process", response_class=Response)
-def prometheus() -> Response:
-    body, content_type = metrics.exposition()
+def prometheus(request: Request) -> Response:
+    body, content_type = metrics.exposition(request.headers.get("accept"))
     return Response(body, media_type=content_type)
 
 

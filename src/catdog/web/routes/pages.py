@@ -59,4 +59,4 @@ def _page(path: str, template: str, title: str) -> Callable[[Request], Awaitable
 
 
 for _path, (_template, _title) in PAGES.items():
-    router.add_api_route(_path, _page(_path, _template, _title), methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route(_path, _page(_path, _template, _title), methods=["GET", "HEAD"], response_class=HTMLResponse)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 
 from catdog.errors import UsageProblem
 from catdog.settings import Settings
@@ -15,11 +16,15 @@ from catdog.web.service import ModelService, UploadTooLarge
 
 router = APIRouter(prefix="/api", tags=["predictions"])
 
+T = TypeVar("T")
+CLIENT_CLOSED = 499  # nginx's code for "the client closed the request": logged, never seen by the client
+
 ExplainQuery = Annotated[bool, Query(description="also return the Grad-CAM heat map as a PNG data URL")]
 
 
 @router.post("/predict", summary="Classify one image")
 async def predict(
+    request: Request,
     service: ServiceDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="the image (JPEG, PNG, WebP, HEIC, AVIF, TIFF, BMP, GIF)")],
@@ -29,15 +34,17 @@ async def predict(
     data = await _read(file, settings.max_upload_bytes)
     service.admit(1)
     try:
-        return await service.predict(
+        work = service.predict(
             data, filename=file.filename, endpoint="predict", request_id=request_id.get(), explain=explain
         )
+        return await unless_client_leaves(request, work)
     finally:
         service.release(1)
 
 
 @router.post("/predict/batch", summary="Classify several images")
 async def predict_batch(
+    request: Request,
     service: ServiceDep,
     settings: SettingsDep,
     files: Annotated[list[UploadFile], File(description="the images, as a repeated field 'files'")],
@@ -48,7 +55,9 @@ async def predict_batch(
         raise HTTPException(413, f"{len(files)} files; at most {settings.max_batch_files} per batch")
     service.admit(len(files))
     try:
-        entries = await asyncio.gather(*(_one(service, settings, f, explain) for f in files))
+        entries = await unless_client_leaves(
+            request, asyncio.gather(*(_one(service, settings, f, explain) for f in files))
+        )
     finally:
         service.release(len(files))
     failed = sum("error" in entry for entry in entries)
@@ -70,5 +79,33 @@ async def _one(service: ModelService, settings: Settings, file: UploadFile, expl
 async def _read(file: UploadFile, limit: int) -> bytes:
     data = await file.read(limit + 1)
     if len(data) > limit:
-        raise UploadTooLarge(f"the file is over the limit of {limit} bytes")
+        raise UploadTooLarge(f"the file is over the limit of {limit / 2**20:g} MiB (CATDOG_MAX_UPLOAD_BYTES)")
     return data
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it if the client disconnects first (HTTP 499 in the log).
+
+    Starlette lets a handler run on after its client has gone; cancelling here means an image
+    still in the batcher's queue is dropped before it runs, so abandoned requests cost nothing.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)  # let it unwind (release its queue slot) first
+    raise HTTPException(CLIENT_CLOSED, "the client closed the request")
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone (the body is read by then, so only a disconnect can come)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
