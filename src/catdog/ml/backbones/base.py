@@ -33,7 +33,7 @@ class BackboneSpec:
     name: str
     feature_dim: int
     normalization: Normalization
-    default_precision: str  # "int8" or "fp32": what serving and feature extraction use
+    default_precision: str  # the graph `catdog weights` prepares; what runs is chosen per CPU (catdog.ml.precision)
     weights_licence: str
     dynamic_size: bool = True  # whether the ONNX graph accepts any height and width
 

@@ -93,7 +93,7 @@ class VGG16(Backbone):
         name="vgg16",
         feature_dim=512,
         normalization=CAFFE_BGR,
-        default_precision="fp32",  # int8 is built and tested; it was not faster on AVX2-only CPUs (bench/)
+        default_precision="fp32",  # int8 is built from the packaged table when precision resolves to it
         weights_licence="Oxford VGG ImageNet weights, Creative Commons Attribution 4.0",
     )
 
