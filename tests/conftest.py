@@ -13,8 +13,9 @@ CATSDOGS = FIXTURES / "catsdogs"
 
 @pytest.fixture(autouse=True)
 def _isolated_features(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets the shared weights cache but a feature cache of the session's own."""
+    """Every test gets the shared weights cache but a feature cache and a state folder of the session's own."""
     monkeypatch.setenv("CATDOG_FEATURES_DIR", str(tmp_path_factory.getbasetemp() / "features"))
+    monkeypatch.setenv("CATDOG_STATE_DIR", str(tmp_path_factory.getbasetemp() / "state"))
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +62,11 @@ def vgg16_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def model_copy(lite0_model: Path, tmp_path: Path) -> Path:
     """A disposable copy of the tiny Lite0 model directory."""
     return Path(shutil.copytree(lite0_model, tmp_path / "model"))
+
+
+@pytest.fixture(scope="session")
+def shipped_lite0(lite0_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding only the tiny Lite0 model, as `models/` holds the shipped ones."""
+    models = tmp_path_factory.mktemp("shipped")
+    shutil.copytree(lite0_model, models / "efficientnet_lite0")
+    return models

@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     data_dir: Path = PROJECT_ROOT / "data"  # the labelled data set: DIR/{train,test}/{cats,dogs}
     state_dir: Path = PROJECT_ROOT / "state"  # the platform's own files: database, explanations, metrics
     models_dir: Path = PROJECT_ROOT / "models"
-    default_model: str = "vgg16"
+    default_model: str = "vgg16"  # the shipped model a fresh registry makes production
+    pinned_model: Path | None = None  # serve exactly this model directory; unset: the registry's production
     database_url: str | None = None  # default: SQLite in state_dir
 
     # --- inference -----------------------------------------------------------------------------
@@ -60,7 +61,26 @@ class Settings(BaseSettings):
     drift_interval_seconds: float = Field(default=60.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
-    admin_token: str | None = None  # the retraining and registry issue uses it
+    admin_token: str | None = None  # Bearer token of the admin routes; default: generated into state_dir
+    mode: Literal["development", "production"] = "development"  # production refuses to start without a token
+
+    # --- the model registry (MLflow) -------------------------------------------------------------
+    mlflow_tracking_uri: str | None = None  # default: SQLite in state_dir (the registry shares it)
+    mlflow_artifact_root: str | None = None  # default: state_dir/mlartifacts; s3://... at scale
+    registered_model: str = "catdog"  # the registered model whose versions are served
+    experiment: str = "catdog"  # the MLflow experiment of training runs
+    registry_poll_seconds: float = Field(default=2.0, gt=0, le=300)  # how often servers look at the aliases
+    gate_tolerance: float = Field(default=0.005, ge=0, le=1)  # accuracy a new version may lose and still promote
+    ab_staging_share: float = Field(default=0.0, ge=0, le=1)  # share of predictions answered by staging
+
+    # --- jobs (Huey) ---------------------------------------------------------------------------------
+    queue_url: str | None = None  # default: SQLite in state_dir; redis://... or postgresql://... across machines
+    worker: bool = True  # `catdog serve` starts a job consumer beside the web server
+    worker_nice: int = Field(default=10, ge=0, le=19)  # the consumer's CPU priority: serving comes first
+    job_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    job_stale_seconds: float = Field(default=60.0, gt=0)  # a running job without a heartbeat this long: failed
+    retrain_min_per_class: int = Field(default=10, ge=1)  # images per class (base + uploads) a retrain needs
+    max_upload_files: int = Field(default=256, ge=1)  # files in one upload request
 
     @field_validator("warmup_batch_sizes")
     @classmethod
@@ -96,6 +116,22 @@ class Settings(BaseSettings):
     @property
     def default_model_dir(self) -> Path:
         return self.models_dir / self.default_model
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.state_dir / "uploads"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or (self.state_dir / "mlartifacts").resolve().as_uri()
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.state_dir / "admin_token"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -21,7 +21,7 @@ from catdog.db.writer import PredictionWriter
 
 from .conftest import record
 
-TABLES = {"predictions", "retrain_jobs", "drift_reports", "alembic_version"}
+TABLES = {"predictions", "retrain_jobs", "drift_reports", "uploads", "feedback", "alembic_version"}
 HEAD = ScriptDirectory(str(db_session.MIGRATIONS_DIR)).get_current_head()
 
 

@@ -94,13 +94,19 @@ class RetrainStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 ACTIVE_RETRAIN_STATUSES = (RetrainStatus.QUEUED.value, RetrainStatus.RUNNING.value)
+FINISHED_RETRAIN_STATUSES = (RetrainStatus.SUCCEEDED.value, RetrainStatus.FAILED.value, RetrainStatus.CANCELLED.value)
 
 
 class RetrainJob(Base):
-    """A retraining job (minimal: the retraining issue extends it with a migration)."""
+    """A retraining job. The row is the job's source of truth: the queue delivers at most once.
+
+    `active_slot` is 1 while the job is queued or running and NULL afterwards; its unique
+    constraint lets at most one job be active, on SQLite as on PostgreSQL, without a lock.
+    """
 
     __tablename__ = "retrain_jobs"
 
@@ -110,6 +116,51 @@ class RetrainJob(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     error: Mapped[str | None] = mapped_column(Text)
+    active_slot: Mapped[int | None] = mapped_column(Integer, unique=True)  # 1 while active (catdog.db.jobs)
+    phase: Mapped[str] = mapped_column(String(16), default="queued")
+    phase_detail: Mapped[str | None] = mapped_column(String(128))
+    percent: Mapped[float | None] = mapped_column(Float)  # 0..100 over the whole job
+    eta_seconds: Mapped[float | None] = mapped_column(Float)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    worker: Mapped[str | None] = mapped_column(String(128))  # host:pid of the consumer running it
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what was asked (backbone, ...)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # version, metrics, gate, seconds
+
+
+class UploadSource(StrEnum):
+    UPLOAD = "upload"  # sent to /api/upload-training-data
+    FEEDBACK = "feedback"  # a corrected prediction an admin added
+
+
+class Upload(Base):
+    """One training image sent by a user, stored once by content at uploads/{class}/{sha256}{suffix}."""
+
+    __tablename__ = "uploads"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    class_name: Mapped[str] = mapped_column(String(8), index=True)  # "cats" | "dogs"
+    suffix: Mapped[str] = mapped_column(String(8))  # ".jpg", ".png", ... by content, never by the client's name
+    filename: Mapped[str | None] = mapped_column(String(255))  # the client's name, for display only
+    bytes: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(16), default=UploadSource.UPLOAD.value)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True, default=utcnow)
+
+
+class Feedback(Base):
+    """A user's verdict on one prediction: the label it should have had."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True, default=utcnow)
+    prediction_id: Mapped[str] = mapped_column(String(36), index=True)
+    model_version: Mapped[str] = mapped_column(String(128), index=True)
+    predicted_class: Mapped[str] = mapped_column(String(8))  # "cat" | "dog"
+    correct_label: Mapped[str] = mapped_column(String(8))  # "cat" | "dog"
+    upload_sha256: Mapped[str | None] = mapped_column(String(64))  # set once added to the training uploads
 
 
 class DriftReport(Base):

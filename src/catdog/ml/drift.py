@@ -636,14 +636,6 @@ def _pooled(
     backbone: str, graph: Path, normalization: Any, samples: Sequence[Any], progress: bool, desc: str
 ) -> tuple[np.ndarray, str]:
     """((N, C) float32 pooled features of the samples' plain view, the graph's digest), through the cache."""
-    from catdog.ml.features import FeatureExtractor, cache_for, extract_features
-    from catdog.settings import get_settings
+    from catdog.ml.features import pooled_features
 
-    settings = get_settings()
-    extractor = FeatureExtractor(graph, normalization, settings.threads)
-    cache = cache_for(settings.features_dir, backbone, extractor)
-    try:
-        features = extract_features(samples, extractor, cache, views=1, progress=progress, desc=desc)[:, 0]
-    finally:
-        cache.close()
-    return features, extractor.graph_digest
+    return pooled_features(backbone, graph, normalization, samples, progress=progress, desc=desc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,69 @@ def evaluate_split(predictor: Predictor, split: Split, progress: bool = True) ->
     metrics = compute_metrics(np.array(split.labels), p_dog, predictor.threshold)
     metrics["data"] = {"root": str(split.root), "fingerprint": split.fingerprint(), "skipped": len(split.skipped)}
     return metrics, p_dog
+
+
+def evaluate_on_features(
+    model_dir: Path,
+    data_dir: Path,
+    *,
+    plots_dir: Path | None = None,
+    history: list[dict[str, Any]] | None = None,
+    progress: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+    compare_with: Path | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Evaluate a model on DIR/test from cached backbone features: (metrics, compare_with's metrics or None).
+
+    The served graph is the backbone graph followed by the head graph, so P(dog) is the head's
+    ONNX graph (catdog.ml.drift.head_probabilities) on the pooled features of the backbone graph
+    at the model's precision, read from the feature cache where present: a retrain pays backbone
+    passes only for test images never seen. compare_with: another model directory with the same
+    backbone and precision, evaluated on the very same features (the promotion gate's comparison);
+    None is returned for it when it differs in backbone or precision. Raises DataError when DIR
+    has no readable test images.
+    """
+    from catdog.ml.artifacts import ModelConfig
+    from catdog.ml.drift import head_probabilities, reference_graphs
+    from catdog.ml.features import pooled_features
+    from catdog.ml.preprocessing import Normalization
+
+    config = ModelConfig.load(Path(model_dir))
+    split = load_split(resolve_split(data_dir, "test"))
+    if not split.samples:
+        raise DataError(f"no readable images in {split.root}")
+    graphs = reference_graphs(Path(model_dir))
+    precision = config.precision if config.precision in graphs else "fp32"
+    features, digest = pooled_features(
+        config.backbone,
+        graphs[precision],
+        Normalization.from_dict(config.normalization),
+        split.samples,
+        progress=progress,
+        desc="test split features",
+        on_batch=on_batch,
+    )
+    labels = np.array(split.labels)
+    p_dog = head_probabilities(Path(model_dir), features).astype(np.float64)
+    metrics = compute_metrics(labels, p_dog, float(config.threshold))
+    metrics["data"] = {"root": str(split.root), "fingerprint": split.fingerprint(), "skipped": len(split.skipped)}
+    metrics["model"] = {
+        "backbone": config.backbone,
+        "precision": precision,
+        "trained_precision": config.precision,
+        "evaluated_on": f"cached backbone features (graph {digest}) + the head graph",
+    }
+    if plots_dir is not None:
+        from catdog.ml import plots
+
+        metrics["plots"] = plots.evaluation_plots(plots_dir, split, p_dog, metrics, history)
+    other = None
+    if compare_with is not None:
+        other_config = ModelConfig.load(Path(compare_with))
+        if other_config.backbone == config.backbone and other_config.precision == config.precision:
+            other_p = head_probabilities(Path(compare_with), features).astype(np.float64)
+            other = compute_metrics(labels, other_p, float(other_config.threshold))
+    return metrics, other
 
 
 def evaluate_model(

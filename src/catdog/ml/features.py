@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -115,8 +115,14 @@ def extract_features(
     batch_size: int = 16,
     progress: bool = True,
     desc: str = "features",
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """(len(samples), views, D) flat features; only the missing (image, view) pairs run the graph."""
+    """(len(samples), views, D) flat features; only the missing (image, view) pairs run the graph.
+
+    on_batch(done, total): called before the first batch and after each, counting backbone passes
+    still to run at the start (0, 0 when everything was cached); what it raises stops extraction
+    there, with every finished batch already in the cache.
+    """
     recipe = recipe or AugmentRecipe()
     size = extractor.normalization.size
     keys = [_key(s, v, recipe) for s in samples for v in range(views)]
@@ -125,7 +131,11 @@ def extract_features(
     todo = [(s, vs) for s, vs in todo if vs]
     per_batch = max(1, batch_size // max(1, views))
     loaded_batches = prefetched(chunks(todo, per_batch), lambda item: _load_views(item[0], item[1], size, recipe))
-    with tqdm(total=sum(len(vs) for _, vs in todo), desc=desc, unit="img", disable=not progress) as bar:
+    total = sum(len(vs) for _, vs in todo)
+    done = 0
+    if on_batch is not None:
+        on_batch(0, total)
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
         for loaded in loaded_batches:
             pairs = [pair for views_of_one in loaded for pair in views_of_one]
             vectors = extractor(np.stack([image for _, image in pairs])).reshape(len(pairs), -1)
@@ -133,4 +143,30 @@ def extract_features(
             cache.put(computed)
             found.update(computed)
             bar.update(len(pairs))
+            done += len(pairs)
+            if on_batch is not None:
+                on_batch(done, total)
     return np.stack([np.stack([found[_key(s, v, recipe)] for v in range(views)]) for s in samples])
+
+
+def pooled_features(
+    backbone: str,
+    graph: Path,
+    normalization: Normalization,
+    samples: Sequence[Sample],
+    *,
+    progress: bool = False,
+    desc: str = "features",
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, str]:
+    """((N, C) float32 pooled features of the samples' plain view, the graph's sha256[:16]), through the cache."""
+    from catdog.settings import get_settings
+
+    settings = get_settings()
+    extractor = FeatureExtractor(graph, normalization, settings.threads)
+    cache = cache_for(settings.features_dir, backbone, extractor)
+    try:
+        features = extract_features(samples, extractor, cache, views=1, progress=progress, desc=desc, on_batch=on_batch)
+    finally:
+        cache.close()
+    return features[:, 0], extractor.graph_digest

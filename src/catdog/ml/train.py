@@ -11,6 +11,7 @@ import logging
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from catdog.errors import UsageProblem
 from catdog.ml.artifacts import CALIBRATION_JSON, HEAD_NPZ, HISTORY_JSON, LAST_BLOCK_NPZ, ModelConfig, write_json
 from catdog.ml.backbones import create_backbone
 from catdog.ml.backbones.base import ensure_onnx, packaged_calibration_table
-from catdog.ml.data import DataError, load_split, resolve_split
+from catdog.ml.data import CLASS_DIRS, DataError, Split, load_split, resolve_split
 from catdog.ml.drift import build_reference
 from catdog.ml.export import build_model_dir
 from catdog.ml.features import AugmentRecipe, FeatureExtractor, cache_for, extract_features
@@ -35,11 +36,17 @@ from catdog.settings import get_settings
 
 log = logging.getLogger(__name__)
 
+# (phase, done, total): "extracting" per batch of backbone passes, "training" per epoch, then
+# "building" and "reference" once each. It may raise (a cancelled job) to stop training there.
+ProgressCallback = Callable[[str, int, int], None]
+
 
 @dataclass
 class TrainConfig:
     data: str
     out: str
+    # More folders of cats/ and dogs/ trained on with `data` (the retrain job adds the uploads).
+    extra_data: list[str] = field(default_factory=list)
     backbone: str = "vgg16"
     precision: str | None = None  # "auto", "fp32", "int8"; None: the CATDOG_PRECISION setting (auto)
     views: int = 2  # feature views per training image: the plain one + augmented ones
@@ -78,14 +85,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(config: TrainConfig, progress: bool = True) -> TrainResult:
+def load_training_data(data: Path, extra: list[str] | tuple[str, ...] = ()) -> Split:
+    """DATA/train (or DATA itself) plus every extra folder's cats/ and dogs/ (missing classes count as empty).
+
+    Raises DataError for a DATA that is not a data set. The merged split's fingerprint covers every image.
+    """
+    split = load_split(resolve_split(Path(data), "train"))
+    for folder in extra:
+        root = Path(folder)
+        for name in CLASS_DIRS:
+            (root / name).mkdir(parents=True, exist_ok=True)
+        more = load_split(root)
+        split.samples.extend(more.samples)
+        split.skipped.extend(more.skipped)
+    return split
+
+
+def train(config: TrainConfig, progress: bool = True, on_progress: ProgressCallback | None = None) -> TrainResult:
+    """Train a head on the frozen backbone and write the model directory config.out.
+
+    on_progress: called as (phase, done, total) while it runs (see ProgressCallback); whatever
+    it raises stops training there, before anything is written to config.out.
+    Raises DataError (one line) when the data is not a data set or lacks a class.
+    """
     started = time.perf_counter()
     seed_everything(config.seed)
     settings = get_settings()
     out = Path(config.out)
+    report = on_progress or (lambda phase, done, total: None)
 
     # 1. data: one sample per distinct image content, so duplicates never straddle train/val
-    split = load_split(resolve_split(Path(config.data), "train"))
+    split = load_training_data(Path(config.data), config.extra_data)
     samples = split.unique()
     counts = split.counts()
     if min(counts.values()) == 0:
@@ -125,6 +155,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         recipe=config.augment,
         progress=progress,
         desc=f"{backbone.spec.name} features",
+        on_batch=lambda done, total: report("extracting", done, total),
     )
     cache.close()
     feature_seconds = time.perf_counter() - t0
@@ -191,6 +222,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         }
         history.append(record)
         bar.set_postfix(val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
+        report("training", epoch, config.epochs)
         monitored = val_loss if np.isfinite(val_loss) else record["train_loss"]  # no validation set: tiny data
         if monitored < best_loss - 1e-5:
             best_loss, best_epoch, best_state = monitored, epoch, copy.deepcopy(model.state_dict())
@@ -200,6 +232,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     head_seconds = time.perf_counter() - t1
 
     # 6. the model directory: head weights, config with lineage, then model.onnx
+    report("building", 0, 1)
     out.mkdir(parents=True, exist_ok=True)
     save_head(head.eval(), out / HEAD_NPZ)
     if last_block is not None:
@@ -223,6 +256,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         },
         data={
             "root": str(split.root),
+            "extra_roots": [str(Path(folder)) for folder in config.extra_data],
             "fingerprint": split.fingerprint(),
             "counts": counts,
             "unique_images": len(samples),
@@ -242,6 +276,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     # 7. the drift reference: test-split P(dog) and a sample of training features (mostly cached)
     if config.drift_reference:
+        report("reference", 0, 1)
         t2 = time.perf_counter()
         build_reference(out, Path(config.data), progress=progress, train_split=split)
         seconds["drift_reference"] = time.perf_counter() - t2

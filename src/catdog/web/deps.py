@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from catdog.jobs.queue import JobQueue, make_queue
+from catdog.registry import Registry  # MLflow itself is imported when a Registry is made
 from catdog.settings import Settings
+from catdog.uploads import UploadStore
+from catdog.web.auth import require_admin
 from catdog.web.service import ModelService
 
 
@@ -28,6 +33,37 @@ def _session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def _uploads(request: Request) -> UploadStore:
+    store: UploadStore = request.app.state.uploads
+    return store
+
+
+def _queue(request: Request) -> JobQueue:
+    """The job queue, made on first use (Huey's storage connects lazily)."""
+    state = request.app.state
+    with _made_once:
+        if getattr(state, "queue", None) is None:
+            state.queue = make_queue(state.settings)
+    queue: JobQueue = state.queue
+    return queue
+
+
+def _registry(request: Request) -> Registry:
+    """The MLflow model registry, made on first use (importing MLflow takes seconds)."""
+    state = request.app.state
+    with _made_once:
+        if getattr(state, "registry", None) is None:
+            state.registry = Registry(state.settings)
+    registry: Registry = state.registry
+    return registry
+
+
+_made_once = threading.Lock()
+
 ServiceDep = Annotated[ModelService, Depends(_service)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[Session, Depends(_session)]
+UploadsDep = Annotated[UploadStore, Depends(_uploads)]
+QueueDep = Annotated[JobQueue, Depends(_queue)]
+RegistryDep = Annotated[Registry, Depends(_registry)]
+AdminDep = Depends(require_admin)  # routes list it in dependencies=[AdminDep]

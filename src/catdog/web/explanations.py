@@ -73,6 +73,14 @@ class ExplanationStore:
         with Image.open(io.BytesIO(jpeg)) as image:
             return np.asarray(image.convert("RGB")), cam
 
+    def input_jpeg(self, prediction_id: str) -> bytes | None:
+        """The model's input for a prediction as kept (a JPEG, model input size), or None when gone."""
+        try:
+            with np.load(self._path(prediction_id)) as data:
+                return bytes(data["jpeg"].tobytes())
+        except (OSError, KeyError, ValueError):
+            return None
+
     def _maybe_prune(self) -> None:
         with self._lock:
             self._writes += 1

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from catdog.ml.artifacts import MODEL_ONNX, ModelConfig, ModelDirError
-from catdog.settings import SettingsError, get_settings
+from catdog.settings import Settings, SettingsError, get_settings
 from catdog.web import MULTIPROC_ENV  # never catdog.web.metrics here: it must see the variable set
+from catdog.web.auth import resolve_admin_token
 
 
 def serve(
@@ -24,21 +27,22 @@ def serve(
     """Run the platform until interrupted. Raises ModelDirError (exit 2) for a missing or unbuilt model."""
     overrides: dict[str, object] = {"CATDOG_HOST": host, "CATDOG_PORT": port, "CATDOG_WORKERS": workers}
     if model is not None:
-        model_dir = Path(model).resolve()
-        overrides |= {"CATDOG_MODELS_DIR": model_dir.parent, "CATDOG_DEFAULT_MODEL": model_dir.name}
+        overrides["CATDOG_PINNED_MODEL"] = Path(model).resolve()
     os.environ.update({name: str(value) for name, value in overrides.items() if value is not None})
     settings = get_settings()
     # Everything that would otherwise fail inside uvicorn, after a long model load: one line now.
-    model_dir = settings.default_model_dir
+    state_dir = _usable_state_dir(settings.state_dir)
+    token, created = resolve_admin_token(settings)
+    _check_database(settings.sqlalchemy_url)
+    model_dir = settings.pinned_model or _production_dir(settings)
     ModelConfig.load(model_dir)
     if not (model_dir / MODEL_ONNX).is_file():
         raise ModelDirError(f"{model_dir / MODEL_ONNX} is missing: build it with `catdog build {model_dir}`")
-    os.environ[MULTIPROC_ENV] = str(_usable_state_dir(settings.state_dir) / "prometheus")
+    os.environ[MULTIPROC_ENV] = str(state_dir / "prometheus")
     _fresh_metrics_dir(Path(os.environ[MULTIPROC_ENV]))
-    _check_database(settings.sqlalchemy_url)
     _check_address(settings.host, settings.port)
-
-    import uvicorn
+    _announce_token(settings, token, created)
+    worker = WorkerProcess() if settings.worker else None
 
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}"
     print(
@@ -47,6 +51,19 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
+    if worker is not None:
+        worker.start()
+    try:
+        _run_uvicorn(settings)
+    finally:
+        if worker is not None:
+            worker.stop()
+    return 0
+
+
+def _run_uvicorn(settings: Settings) -> None:
+    import uvicorn
+
     uvicorn.run(
         "catdog.web.app:create_app",
         factory=True,
@@ -59,7 +76,74 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=30,
     )
-    return 0
+
+
+def _production_dir(settings: Settings) -> Path:
+    """The registry's production model directory; registers the shipped models on a fresh registry."""
+    from catdog.registry import Registry
+
+    registry = Registry(settings)
+    for info in registry.bootstrap():
+        print(f"catdog: registered {info.model_version} as model version {info.version}", file=sys.stderr)
+    production = registry.aliases().get("production")
+    if production is None:
+        raise SettingsError("the model registry has no production version: promote one with `catdog models promote N`")
+    return registry.local_model_dir(production)
+
+
+def _announce_token(settings: Settings, token: str, created: bool) -> None:
+    if settings.admin_token:
+        print("catdog: admin token from CATDOG_ADMIN_TOKEN", file=sys.stderr)
+    elif created:
+        print(
+            f"catdog: admin token (new; kept in {settings.admin_token_file}, mode 600): {token}",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        print(f"catdog: admin token in {settings.admin_token_file}", file=sys.stderr)
+
+
+class WorkerProcess:
+    """`catdog worker` as a child process, restarted if it dies (its start fails the job it was running)."""
+
+    RESTART_DELAY_S = 2.0
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "catdog.cli", "worker"])
+        print(f"catdog: job worker started (pid {self.process.pid})", file=sys.stderr, flush=True)
+
+    def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            process = self.process
+            if process is not None and process.poll() is not None and not self._stopping.is_set():
+                print(f"catdog: job worker exited ({process.returncode}); restarting", file=sys.stderr, flush=True)
+                if self._stopping.wait(self.RESTART_DELAY_S):
+                    return
+                self._spawn()
+            self._stopping.wait(1.0)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (Huey stops at once; a job in flight is failed by the next worker's start), then SIGKILL."""
+        self._stopping.set()
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _usable_state_dir(path: Path) -> Path:

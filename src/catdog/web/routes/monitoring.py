@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from catdog.db import feedback as feedback_db
 from catdog.db import queries
 from catdog.web import metrics
 from catdog.web.deps import ServiceDep, SessionDep
@@ -32,6 +33,7 @@ def monitoring(
     drift = _latest_drift(request, session)
     return {
         **summary,
+        "versions": _versions(request, session),
         "drift": drift,
         "drift_reason": None if drift else _no_drift_reason(request),
         "system": system_health(service.state.started_at),
@@ -46,6 +48,16 @@ async def drift(request: Request, session: SessionDep, refresh: bool = False) ->
         await run_in_threadpool(monitor.check)
     report = _latest_drift(request, session)
     return report or {"drift": None, "summary": "no drift report yet: it needs predictions and the model's reference"}
+
+
+def _versions(request: Request, session: Session) -> list[dict[str, Any]]:
+    """Per served model version, all time: predictions, confidence, latency, live accuracy from feedback."""
+    registry = getattr(request.app.state, "registry", None)
+    numbers = {v.model_version: v.version for v in registry.versions()} if registry is not None else {}
+    rows = feedback_db.version_stats(session)
+    for row in rows:
+        row["registry_version"] = numbers.get(row["model_version"])
+    return rows
 
 
 def _no_drift_reason(request: Request) -> str:

@@ -1,0 +1,1 @@
+"""Background jobs on Huey: the retraining pipeline, its queue, and the worker that consumes it."""

@@ -1,0 +1,238 @@
+"""Training uploads: images users add per class, stored once by content, recorded in the database.
+
+Files live at `uploads_dir/{cats,dogs}/{sha256}{suffix}`: the spec's class-folder layout, so the
+uploads folder is itself a data split that training reads next to the base training set. A file
+is judged by its bytes through the one decoding path (catdog.ml.preprocessing), never by its
+name; the client's name is kept only for display. Writes are atomic (temporary file + rename),
+and the row is committed only after the file is in place, so a failure leaves neither half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from catdog.db.models import Upload, UploadSource
+from catdog.errors import UsageProblem
+from catdog.ml.data import CLASS_DIRS, IMAGE_SUFFIXES
+from catdog.ml.preprocessing import open_image
+
+# Pillow format -> the suffix training reads; anything else is stored as a lossless PNG.
+SUFFIXES = {
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "PNG": ".png",
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+    "WEBP": ".webp",
+    "HEIF": ".heic",
+    "AVIF": ".avif",
+}
+
+
+class UnknownClass(UsageProblem):
+    """A class name other than the data set's folders (cats, dogs)."""
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """What one uploaded file became."""
+
+    filename: str | None
+    sha256: str
+    status: str  # "stored" | "duplicate"
+    duplicate_of: str | None  # None, "upload" or "training set"
+    class_name: str  # the class it is stored under (an earlier upload's class for a duplicate)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "filename": self.filename,
+            "sha256": self.sha256,
+            "status": self.status,
+            "duplicate_of": self.duplicate_of,
+            "class": self.class_name,
+        }
+
+
+def check_class(class_name: str) -> str:
+    """The class folder name, or UnknownClass naming the valid ones."""
+    if class_name not in CLASS_DIRS:
+        raise UnknownClass(f"unknown class {class_name!r}: use one of {', '.join(CLASS_DIRS)}")
+    return class_name
+
+
+class UploadStore:
+    """The uploads folder plus its rows; thread-safe (one lock around writes)."""
+
+    def __init__(self, root: Path, base_train_dir: Path | None) -> None:
+        self.root = Path(root)
+        self.base_train_dir = base_train_dir
+        self._lock = threading.Lock()
+        self._base_hashes: frozenset[str] | None = None
+        self._base_stamp: tuple[int, int] | None = None
+
+    # --- writing -----------------------------------------------------------------------------------
+    def add(
+        self, session: Session, data: bytes, class_name: str, filename: str | None, source: UploadSource
+    ) -> StoredImage:
+        """Check, store and record one image. Raises ImageDecodeError (one line) for unreadable bytes."""
+        check_class(class_name)
+        image = open_image(data)  # the decoding path predictions use: the same verdict on the same bytes
+        data, suffix = _storable(data)
+        digest = hashlib.sha256(data).hexdigest()
+        name = _display_name(filename)
+        with self._lock:
+            earlier = session.get(Upload, digest)
+            if earlier is not None:
+                return StoredImage(name, digest, "duplicate", "upload", earlier.class_name)
+            if digest in self.base_hashes():
+                return StoredImage(name, digest, "duplicate", "training set", class_name)
+            path = self.path_of(class_name, digest, suffix)
+            _write_atomic(path, data)
+            row = Upload(
+                sha256=digest,
+                class_name=class_name,
+                suffix=suffix,
+                filename=name,
+                bytes=len(data),
+                width=image.width,
+                height=image.height,
+                source=source.value,
+            )
+            session.add(row)
+            try:
+                session.commit()
+            except Exception:
+                session.rollback()
+                path.unlink(missing_ok=True)
+                raise
+        return StoredImage(name, digest, "stored", None, class_name)
+
+    def delete(self, session: Session, sha256: str) -> bool:
+        """Remove an upload's row and file; False when there is no such upload."""
+        with self._lock:
+            row = session.get(Upload, sha256)
+            if row is None:
+                return False
+            path = self.path_of(row.class_name, row.sha256, row.suffix)
+            session.delete(row)
+            session.commit()
+            path.unlink(missing_ok=True)
+        return True
+
+    # --- reading --------------------------------------------------------------------------------------
+    def path_of(self, class_name: str, sha256: str, suffix: str) -> Path:
+        return self.root / class_name / f"{sha256}{suffix}"
+
+    def file_of(self, session: Session, sha256: str) -> tuple[Path, Upload] | None:
+        row = session.get(Upload, sha256)
+        if row is None:
+            return None
+        path = self.path_of(row.class_name, row.sha256, row.suffix)
+        return (path, row) if path.is_file() else None
+
+    def base_hashes(self) -> frozenset[str]:
+        """sha256 of every file of the base training set, read once and again when the folder changes."""
+        base = self.base_train_dir
+        if base is None or not all((base / name).is_dir() for name in CLASS_DIRS):
+            return frozenset()
+        stamp = _folder_stamp(base)
+        if self._base_hashes is None or stamp != self._base_stamp:
+            self._base_hashes = frozenset(_hash_files(base))
+            self._base_stamp = stamp
+        return self._base_hashes
+
+
+def list_uploads(session: Session, class_name: str | None, limit: int, offset: int) -> tuple[list[Upload], int]:
+    """(rows newest first, total matching)."""
+    query = select(Upload)
+    count = select(func.count()).select_from(Upload)
+    if class_name is not None:
+        query = query.where(Upload.class_name == check_class(class_name))
+        count = count.where(Upload.class_name == class_name)
+    rows = session.scalars(query.order_by(Upload.created_at.desc(), Upload.sha256).limit(limit).offset(offset))
+    return list(rows), int(session.scalar(count) or 0)
+
+
+def upload_counts(session: Session) -> dict[str, int]:
+    """{cats, dogs, total} of recorded uploads."""
+    rows = dict(session.execute(select(Upload.class_name, func.count()).group_by(Upload.class_name)).all())
+    counts = {name: int(rows.get(name, 0)) for name in CLASS_DIRS}
+    return counts | {"total": sum(counts.values())}
+
+
+def upload_dict(row: Upload) -> dict[str, Any]:
+    return {
+        "sha256": row.sha256,
+        "class": row.class_name,
+        "filename": row.filename,
+        "bytes": row.bytes,
+        "width": row.width,
+        "height": row.height,
+        "source": row.source,
+        "created_at": row.created_at.isoformat().replace("+00:00", "Z"),
+        "url": f"/api/uploads/{row.sha256}/image",
+    }
+
+
+def _storable(data: bytes) -> tuple[bytes, str]:
+    """(bytes to keep, suffix): the original where training reads its format, else a lossless PNG."""
+    with Image.open(io.BytesIO(data)) as probe:
+        kind = probe.format or ""
+    suffix = SUFFIXES.get(kind)
+    if suffix is not None and suffix in IMAGE_SUFFIXES:
+        return data, suffix
+    buffer = io.BytesIO()
+    open_image(data).save(buffer, format="PNG")
+    return buffer.getvalue(), ".png"
+
+
+def _display_name(filename: str | None) -> str | None:
+    """The last path part of the client's name, at most 255 characters (it is never used as a path)."""
+    if not filename:
+        return None
+    return filename.replace("\\", "/").rsplit("/", 1)[-1][:255] or None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        with open(part, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        part.replace(path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def _folder_stamp(base: Path) -> tuple[int, int]:
+    """(files, newest modification ns) over the class folders: changes when files are added or replaced."""
+    count, newest = 0, 0
+    for name in CLASS_DIRS:
+        for entry in os.scandir(base / name):
+            if entry.is_file():
+                count += 1
+                newest = max(newest, entry.stat().st_mtime_ns)
+    return count, newest
+
+
+def _hash_files(base: Path) -> set[str]:
+    hashes: set[str] = set()
+    for name in CLASS_DIRS:
+        for path in (base / name).rglob("*"):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                hashes.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    return hashes

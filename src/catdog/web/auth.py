@@ -1,0 +1,63 @@
+"""The admin token: who may upload, retrain, cancel, promote, roll back, delete and add feedback to training.
+
+Predictions and read-only endpoints stay open. The token comes from CATDOG_ADMIN_TOKEN, else
+from the state folder's `admin_token` file (mode 600), which the first start writes with a
+random value (secrets.token_urlsafe, 32 bytes) and prints. Production mode refuses to start
+without CATDOG_ADMIN_TOKEN. Requests compare tokens in constant time (hmac.compare_digest).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from fastapi import HTTPException, Request
+
+from catdog.settings import Settings, SettingsError
+
+
+def resolve_admin_token(settings: Settings, *, create: bool = True) -> tuple[str, bool]:
+    """(token, whether it was just generated). Raises SettingsError in production mode without a token."""
+    if settings.admin_token:
+        return settings.admin_token, False
+    if settings.mode == "production":
+        raise SettingsError("production mode needs CATDOG_ADMIN_TOKEN: set it to a long random secret")
+    path = settings.admin_token_file
+    if path.is_file():
+        token = path.read_text().strip()
+        if token:
+            return token, False
+    if not create:
+        raise SettingsError(f"no admin token: set CATDOG_ADMIN_TOKEN or start `catdog serve` once ({path})")
+    return _write_new_token(path), True
+
+
+def _write_new_token(path: Path) -> str:
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    descriptor = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    try:
+        os.link(part, path)  # never replaces a token another process wrote first
+    except FileExistsError:
+        token = path.read_text().strip()
+    finally:
+        part.unlink(missing_ok=True)
+    return token
+
+
+def require_admin(request: Request) -> None:
+    """401 without a Bearer token, 403 with a wrong one (the dependency of every admin route)."""
+    expected: str = request.app.state.admin_token
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise HTTPException(
+            401, "this action needs the admin token: send 'Authorization: Bearer TOKEN'", {"WWW-Authenticate": "Bearer"}
+        )
+    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise HTTPException(403, "the admin token is wrong")

@@ -1,0 +1,52 @@
+"""Feedback on predictions: the right label, live accuracy per version, corrected images into training."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from catdog.db import feedback as feedback_db
+from catdog.db.models import UploadSource
+from catdog.web.deps import AdminDep, ServiceDep, SessionDep, UploadsDep
+
+router = APIRouter(prefix="/api", tags=["feedback"])
+
+CLASS_FOLDERS = {"cat": "cats", "dog": "dogs"}
+
+
+class FeedbackIn(BaseModel):
+    prediction_id: str = Field(min_length=1, max_length=64)
+    correct_label: Literal["cat", "dog"]
+
+
+@router.post("/feedback", summary="Say what a prediction should have been", status_code=201)
+def give_feedback(body: FeedbackIn, session: SessionDep, service: ServiceDep) -> JSONResponse:
+    """Open to everyone; 404 for a prediction id the database does not know (yet)."""
+    if service.writer is not None:
+        service.writer.flush(timeout=2.0)  # a prediction answered a moment ago may still be buffered
+    try:
+        row = feedback_db.add_feedback(session, body.prediction_id, body.correct_label)
+    except KeyError:
+        raise HTTPException(404, f"no prediction {body.prediction_id!r}") from None
+    return JSONResponse(feedback_db.feedback_dict(row), status_code=201)
+
+
+@router.post(
+    "/feedback/{feedback_id}/add-to-training",
+    summary="Add a corrected prediction's image to the training uploads",
+    dependencies=[AdminDep],
+)
+def add_to_training(feedback_id: str, session: SessionDep, service: ServiceDep, store: UploadsDep) -> dict[str, Any]:
+    """The image is the model's input as kept for explanations (224 px JPEG), labelled with the correct class."""
+    row = feedback_db.get_feedback(session, feedback_id)
+    if row is None:
+        raise HTTPException(404, f"no feedback {feedback_id!r}")
+    data = service.explanations.input_jpeg(row.prediction_id)
+    if data is None:
+        raise HTTPException(410, "the prediction's image is no longer kept (only the newest are): upload it instead")
+    entry = store.add(session, data, CLASS_FOLDERS[row.correct_label], f"feedback-{row.id}.jpg", UploadSource.FEEDBACK)
+    feedback_db.mark_added(session, row, entry.sha256)
+    return entry.to_dict()

@@ -1,0 +1,82 @@
+"""Retraining: start a job on the queue, watch it, cancel it; the job runs in `catdog worker`."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from catdog.db import jobs, queries
+from catdog.db.models import RetrainStatus
+from catdog.jobs.retrain import NotEnoughData, check_training_data
+from catdog.web.deps import AdminDep, QueueDep, SessionDep, SettingsDep
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api", tags=["retraining"])
+
+
+class RetrainRequest(BaseModel):
+    backbone: str | None = Field(default=None, description="a registered backbone; default: production's")
+
+
+@router.post("/retrain", summary="Start retraining on the base set plus the uploads", dependencies=[AdminDep])
+def start_retrain(
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    body: Annotated[RetrainRequest | None, Body()] = None,
+) -> JSONResponse:
+    """202 with the job id; `is_retraining` is already true when this answers. 409 while a job is active."""
+    backbone = body.backbone if body else None  # an unknown name fails the job with the known ones listed
+    jobs.sweep_stale_jobs(session, timedelta(seconds=settings.job_stale_seconds))
+    try:
+        counts = check_training_data(settings)
+        job = jobs.create_job(session, {"backbone": backbone, "requested_counts": counts})
+    except NotEnoughData as exc:
+        raise HTTPException(400, str(exc)) from None
+    except jobs.JobConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    try:
+        queue.enqueue_retrain(job.id)
+    except Exception as exc:  # the queue's storage is down: the job must not stay "queued" forever
+        jobs.finish_job(session, job.id, RetrainStatus.FAILED, error=f"could not enqueue: {exc}")
+        log.exception("could not enqueue job %s", job.id)
+        raise HTTPException(503, f"the job queue is unreachable: {exc}".splitlines()[0]) from None
+    return JSONResponse(
+        {"job_id": job.id, "status": job.status, "status_url": "/api/retrain-status"},
+        status_code=202,
+        headers={"Location": "/api/retrain-status"},
+    )
+
+
+@router.get("/retrain-status", summary="The newest retraining job: phase, percent, ETA, result")
+def retrain_status(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    jobs.sweep_stale_jobs(session, timedelta(seconds=settings.job_stale_seconds))
+    summary = queries.retrain_summary(session)
+    return {**summary, **jobs.job_dict(jobs.newest_job(session)), "timestamp": _now()}
+
+
+@router.get("/retrain/jobs", summary="Retraining jobs, newest first")
+def retrain_jobs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict[str, Any]:
+    return {"jobs": [jobs.job_dict(job) for job in jobs.list_jobs(session, limit)]}
+
+
+@router.post("/retrain/{job_id}/cancel", summary="Cancel a queued or running job", dependencies=[AdminDep])
+def cancel_retrain(job_id: str, session: SessionDep) -> dict[str, Any]:
+    try:
+        job = jobs.request_cancel(session, job_id)
+    except KeyError:
+        raise HTTPException(404, f"no job {job_id!r}") from None
+    except jobs.JobFinished as exc:
+        raise HTTPException(409, str(exc)) from None
+    return {"job_id": job.id, "cancel_requested": True, "status": job.status}
+
+
+def _now() -> str:
+    from catdog.web.routes.status import now_iso
+
+    return now_iso()

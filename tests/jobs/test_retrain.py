@@ -1,0 +1,121 @@
+"""The retraining job end to end on the fixtures: train, evaluate, register, gate; cancel; faults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from catdog.db import jobs
+from catdog.db.models import RetrainJob, UploadSource
+from catdog.db.session import make_engine, migrate, session_factory
+from catdog.jobs.retrain import NotEnoughData, check_training_data, decide, run_retrain_job
+from catdog.registry import Registry
+from catdog.settings import Settings
+from catdog.uploads import UploadStore
+
+from ..conftest import CATSDOGS
+from .conftest import retrain_settings
+
+
+def _new_job(settings: Settings, cancel: bool = False) -> str:
+    engine = make_engine(settings.sqlalchemy_url)
+    migrate(engine)
+    with session_factory(engine)() as session:
+        job = jobs.create_job(session)
+        if cancel:  # a cancel that arrives right after the worker claimed the job
+            session.execute(update(RetrainJob).where(RetrainJob.id == job.id).values(cancel_requested=True))
+            session.commit()
+    engine.dispose()
+    return job.id
+
+
+def _job(settings: Settings, job_id: str) -> dict[str, object]:
+    engine = make_engine(settings.sqlalchemy_url)
+    with session_factory(engine)() as session:
+        view = jobs.job_dict(jobs.get_job(session, job_id))
+    engine.dispose()
+    return view
+
+
+def _upload(settings: Settings, paths: list[Path], class_name: str) -> None:
+    engine = make_engine(settings.sqlalchemy_url)
+    migrate(engine)
+    store = UploadStore(settings.uploads_dir, settings.data_dir / "train")
+    with session_factory(engine)() as session:
+        for path in paths:
+            store.add(session, path.read_bytes(), class_name, path.name, UploadSource.UPLOAD)
+    engine.dispose()
+
+
+def test_a_retrain_registers_a_version_and_the_gate_promotes_it(settings: Settings) -> None:
+    _upload(settings, sorted((CATSDOGS / "test" / "cats").iterdir())[:2], "cats")
+    job_id = _new_job(settings)
+    run_retrain_job(job_id, settings)
+    view = _job(settings, job_id)
+    assert view["status"] == "succeeded", view["error"]
+    assert view["phase"] == "done" and view["percent"] == 100.0
+    registry = Registry(settings)
+    assert view["version"] == 2 and registry.aliases()["production"] == 2
+    new = registry.get(2)
+    assert new.source == "retrain" and new.tags["parent_version"] == "1"
+    assert new.tags["gate_verdict"] == "promoted" and "not worse" in new.tags["gate_reason"]
+    assert new.metrics["accuracy"] == view["metrics"]["accuracy"]  # type: ignore[index]
+    assert (new.model_dir / "model.onnx").is_file() and (new.model_dir / "plots").is_dir()
+    assert not (settings.state_dir / "jobs" / job_id).exists()  # the job's folder is gone
+    assert view["gate"]["promoted"] is True  # type: ignore[index]
+
+
+def test_a_worse_version_stays_staging(settings: Settings) -> None:
+    """Trained with the test photos under the wrong labels, the new version loses to production."""
+    test = CATSDOGS / "test"
+    _upload(settings, sorted((test / "cats").iterdir()), "dogs")
+    _upload(settings, sorted((test / "dogs").iterdir()), "cats")
+    strict = settings.model_copy(update={"gate_tolerance": 0.0})
+    job_id = _new_job(strict)
+    run_retrain_job(job_id, strict)
+    view = _job(strict, job_id)
+    assert view["status"] == "succeeded", view["error"]
+    assert view["gate"] == {"promoted": False, "reason": view["gate"]["reason"]}  # type: ignore[index]
+    assert "worse than production" in view["gate"]["reason"]  # type: ignore[index]
+    aliases = Registry(strict).aliases()
+    assert aliases == {"production": 1, "staging": 2}
+
+
+def test_the_gate_both_ways() -> None:
+    better = decide({"accuracy": 0.99}, {"accuracy": 0.98}, 0.0, "same features")
+    assert better.promoted and "not worse" in better.reason
+    worse = decide({"accuracy": 0.97}, {"accuracy": 0.98}, 0.005, "same features")
+    assert not worse.promoted and "worse than production" in worse.reason
+    within = decide({"accuracy": 0.978}, {"accuracy": 0.98}, 0.005, "same features")
+    assert within.promoted
+    assert not decide({"accuracy": 0.99}, None, 0.0, "-").promoted
+
+
+def test_a_cancelled_job_changes_nothing(settings: Settings) -> None:
+    job_id = _new_job(settings, cancel=True)
+    run_retrain_job(job_id, settings)
+    view = _job(settings, job_id)
+    assert view["status"] == "cancelled" and "production is unchanged" in str(view["error"])
+    assert [v.version for v in Registry(settings).versions()] == [1]
+
+
+def test_an_unwritable_job_folder_fails_the_job_clearly(settings: Settings) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / "jobs").write_text("not a folder")
+    job_id = _new_job(settings)
+    run_retrain_job(job_id, settings)
+    view = _job(settings, job_id)
+    assert view["status"] == "failed" and "production is unchanged" in str(view["error"])
+    assert Registry(settings).aliases() == {"production": 1}
+
+
+def test_too_little_data_is_refused_up_front(tmp_path: Path, shipped_lite0: Path) -> None:
+    settings = retrain_settings(tmp_path, shipped_lite0, retrain_min_per_class=100)
+    with pytest.raises(NotEnoughData, match="at least 100 per class"):
+        check_training_data(settings)
+    nowhere = retrain_settings(tmp_path, shipped_lite0, data_dir=tmp_path / "none")
+    with pytest.raises(NotEnoughData, match="no base training set"):
+        check_training_data(nowhere)
+    assert check_training_data(settings.model_copy(update={"retrain_min_per_class": 5}))["base"]["cats"] == 16

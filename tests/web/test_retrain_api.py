@@ -1,0 +1,186 @@
+"""Uploads, retraining on the real job queue, the registry, feedback and auth, through the HTTP API."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from catdog.jobs.queue import make_queue
+from catdog.settings import Settings, get_settings
+from catdog.web.app import create_app
+
+from ..conftest import CATSDOGS
+from .conftest import wait_ready
+
+TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def platform(tmp_path: Path, shipped_lite0: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """The app serving the registry's production (the tiny Lite0), with a job consumer thread beside it."""
+    env = {
+        "STATE_DIR": tmp_path / "state",
+        "DATA_DIR": CATSDOGS,
+        "MODELS_DIR": shipped_lite0,
+        "DEFAULT_MODEL": "efficientnet_lite0",
+        "RETRAIN_MIN_PER_CLASS": 5,
+        "GATE_TOLERANCE": 1.0,
+        "ADMIN_TOKEN": TOKEN,
+        "JOB_HEARTBEAT_SECONDS": 0.2,
+        "REGISTRY_POLL_SECONDS": 0.5,
+        "MAX_BATCH_SIZE": 4,
+        "MAX_QUEUE_SIZE": 16,
+        "MAX_BATCH_FILES": 16,
+        "WARMUP_BATCH_SIZES": "1,4",
+        "DB_FLUSH_SECONDS": 0.05,
+        "DRIFT_INTERVAL_SECONDS": 3600,
+        "LOG_FORMAT": "text",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(f"CATDOG_{name}", str(value))
+    settings = get_settings()  # the job reads the same variables in the consumer
+    consumer = make_queue(settings).huey.create_consumer(workers=1, worker_type="thread", periodic=False)
+    consumer.start()
+    try:
+        with TestClient(create_app(settings, configure_logs=False)) as client:
+            wait_ready(client)
+            yield client
+    finally:
+        consumer.stop(graceful=True)
+
+
+def _files(paths: list[Path], field: str = "files") -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [(field, (path.name, path.read_bytes(), "image/jpeg")) for path in paths]
+
+
+def _photos(split: str, class_dir: str, n: int) -> list[Path]:
+    return sorted((CATSDOGS / split / class_dir).iterdir())[:n]
+
+
+def _wait_job(client: TestClient, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = client.get("/api/retrain-status").json()
+        if not status["is_retraining"]:
+            return status
+        time.sleep(0.3)
+    raise TimeoutError(status)
+
+
+def test_admin_routes_need_the_token(platform: TestClient) -> None:
+    for method, path in (
+        ("post", "/api/upload-training-data?class_name=cats"),
+        ("post", "/api/retrain"),
+        ("post", "/api/retrain/x/cancel"),
+        ("post", "/api/models/1/promote"),
+        ("post", "/api/models/rollback"),
+        ("delete", "/api/uploads/abc"),
+        ("post", "/api/feedback/x/add-to-training"),
+        ("get", "/api/auth/check"),
+    ):
+        missing = platform.request(method, path)
+        assert missing.status_code == 401, path
+        assert missing.headers["www-authenticate"] == "Bearer" and "token" in missing.json()["detail"]
+        wrong = platform.request(method, path, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 403, path
+    assert platform.get("/api/auth/check", headers=ADMIN).json() == {"ok": True}
+    assert platform.get("/api/models").status_code == 200  # reading stays open
+
+
+def test_uploads_are_checked_stored_once_and_counted(platform: TestClient) -> None:
+    url = "/api/upload-training-data?class_name=cats"
+    new = _photos("test", "cats", 2)
+    bad = [("files", ("notes.jpg", b"this is text", "image/jpeg"))]
+    answer = platform.post(url, files=_files(new) + bad, headers=ADMIN).json()
+    assert answer["uploaded"] == 2 and answer["class"] == "cats" and answer["duplicates"] == []
+    assert [entry["status"] for entry in answer["files"]] == ["stored", "stored"]
+    assert answer["errors"][0]["filename"] == "notes.jpg" and "text" in answer["errors"][0]["error"]
+    again = platform.post(url, files=_files(new[:1] + _photos("train", "cats", 1)), headers=ADMIN).json()
+    assert again["uploaded"] == 0
+    assert [d["duplicate_of"] for d in again["duplicates"]] == ["upload", "training set"]
+    assert platform.post("/api/upload-training-data?class_name=birds", files=_files(new), headers=ADMIN).status_code == 400
+    stats = platform.get("/api/dataset-stats").json()
+    assert stats["retraining"] == {"cats": 2, "dogs": 0, "total": 2}
+    listed = platform.get("/api/uploads").json()
+    assert listed["total"] == 2 and {u["filename"] for u in listed["uploads"]} == {p.name for p in new}
+    first = listed["uploads"][0]
+    stored = platform.get(first["url"])
+    assert stored.status_code == 200 and Image.open(io.BytesIO(stored.content)).size == (first["width"], first["height"])
+    assert platform.delete(f"/api/uploads/{first['sha256']}", headers=ADMIN).json()["deleted"] == first["sha256"]
+    assert platform.delete(f"/api/uploads/{first['sha256']}", headers=ADMIN).status_code == 404
+    assert platform.get("/api/dataset-stats").json()["retraining"]["total"] == 1
+
+
+def test_a_retrain_through_the_api_registers_a_version_and_serving_switches(platform: TestClient) -> None:
+    platform.post("/api/upload-training-data?class_name=dogs", files=_files(_photos("test", "dogs", 2)), headers=ADMIN)
+    before = platform.get("/api/models").json()
+    assert before["production"] == 1 and [v["version"] for v in before["versions"]] == [1]
+    started = platform.post("/api/retrain", headers=ADMIN)
+    assert started.status_code == 202
+    assert platform.get("/api/retrain-status").json()["is_retraining"] is True  # already when the reply left
+    assert platform.post("/api/retrain", headers=ADMIN).status_code == 409
+    predicted = platform.post("/api/predict", files=_files(_photos("test", "cats", 1), "file"))
+    assert predicted.status_code == 200  # serving goes on meanwhile
+    done = _wait_job(platform)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["job_id"] == started.json()["job_id"] and done["total_retrains"] == 1 and done["last_retrain"]
+    assert done["version"] == 2 and done["gate"]["promoted"] and 0 <= done["metrics"]["accuracy"] <= 1
+    after = platform.get("/api/models").json()
+    assert after["production"] == 2 and after["versions"][0]["source"] == "retrain"
+    assert after["versions"][0]["data"]["uploads"] == 2
+    new_id = after["versions"][0]["model_version"]
+    deadline = time.time() + 60
+    while platform.get("/api/models").json()["served"]["production"]["version"] != 2:
+        assert time.time() < deadline, "serving never switched to the new production"
+        time.sleep(0.3)
+    answer = platform.post("/api/predict", files=_files(_photos("test", "dogs", 1), "file")).json()
+    assert answer["model_version"] == new_id and answer["registry_version"] == 2
+    plot = platform.get(next(iter(after["versions"][0]["plots"].values())))
+    assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+    rolled = platform.post("/api/models/rollback", headers=ADMIN).json()
+    assert rolled == {"production": 1, "rolled_back_from": 2}
+    assert platform.post("/api/models/rollback", headers=ADMIN).status_code == 409
+    assert platform.post("/api/models/2/promote", headers=ADMIN).json() == {"production": 2, "previous": 1}
+    assert platform.post("/api/models/99/promote", headers=ADMIN).status_code == 404
+    assert len(platform.get("/api/retrain/jobs").json()["jobs"]) == 1
+
+
+def test_retrain_refuses_too_little_data_and_cancel_works(platform: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: Settings = platform.app.state.settings  # type: ignore[attr-defined]
+    platform.app.state.settings = settings.model_copy(update={"retrain_min_per_class": 1000})  # type: ignore[attr-defined]
+    refused = platform.post("/api/retrain", headers=ADMIN)
+    assert refused.status_code == 400 and "at least 1000 per class" in refused.json()["detail"]
+    platform.app.state.settings = settings  # type: ignore[attr-defined]
+    job = platform.post("/api/retrain", headers=ADMIN).json()["job_id"]
+    cancelled = platform.post(f"/api/retrain/{job}/cancel", headers=ADMIN)
+    assert cancelled.status_code == 200 and cancelled.json()["cancel_requested"] is True
+    final = _wait_job(platform)
+    assert final["status"] == "cancelled" and final["job_id"] == job
+    assert platform.post(f"/api/retrain/{job}/cancel", headers=ADMIN).status_code == 409
+    assert platform.post("/api/retrain/nope/cancel", headers=ADMIN).status_code == 404
+    assert [v["version"] for v in platform.get("/api/models").json()["versions"]] == [1]
+
+
+def test_feedback_counts_per_version_and_feeds_training(platform: TestClient) -> None:
+    photo = _photos("test", "cats", 1)
+    answer = platform.post("/api/predict", files=_files(photo, "file")).json()
+    wrong = "dog" if answer["predicted_class"] == "cat" else "cat"
+    given = platform.post("/api/feedback", json={"prediction_id": answer["prediction_id"], "correct_label": wrong})
+    assert given.status_code == 201 and given.json()["correct"] is False
+    assert platform.post("/api/feedback", json={"prediction_id": "f" * 32, "correct_label": "cat"}).status_code == 404
+    assert platform.post("/api/feedback", json={"prediction_id": "x", "correct_label": "cow"}).status_code == 422
+    versions = platform.get("/api/monitoring").json()["versions"]
+    mine = next(v for v in versions if v["model_version"] == answer["model_version"])
+    assert mine["feedback"]["n"] == 1 and mine["feedback"]["accuracy"] == 0.0 and mine["registry_version"] == 1
+    added = platform.post(f"/api/feedback/{given.json()['feedback_id']}/add-to-training", headers=ADMIN).json()
+    assert added["status"] == "stored" and added["class"] == wrong + "s"
+    uploads = platform.get("/api/uploads").json()["uploads"]
+    assert uploads[0]["source"] == "feedback"
