@@ -230,6 +230,48 @@ def cmd_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """The model registry (MLflow): list versions, promote one to production, roll production back one step.
+
+    The shipped models are registered first when the registry has never seen them (as `catdog serve` does).
+    """
+    from catdog.registry import Registry
+    from catdog.settings import get_settings
+
+    registry = Registry(get_settings())
+    registered = registry.bootstrap()
+    if args.action == "promote":
+        new, previous = registry.promote(args.registry_version, reason="manual (CLI)")
+        was = f"was version {previous}" if previous is not None else "there was none"
+        print(f"production -> version {new} ({was})")
+    elif args.action == "rollback":
+        new, old = registry.rollback()
+        print(f"production -> version {new} (rolled back from version {old})")
+    elif args.json:
+        print(json.dumps({"aliases": registry.aliases(), "versions": [v.to_dict() for v in registry.versions()]}))
+    else:
+        for info in registered:
+            print(f"registered shipped model {info.model_version} as version {info.version}", file=sys.stderr)
+        rows = [("version", "model_version", "backbone", "aliases", "accuracy", "source", "created")]
+        for v in registry.versions():
+            accuracy = v.metrics.get("accuracy")
+            rows.append(
+                (
+                    str(v.version),
+                    v.model_version,
+                    v.backbone,
+                    ",".join(v.aliases) or "-",
+                    "-" if accuracy is None else f"{accuracy:.4f}",
+                    v.source,
+                    v.created_at,
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from catdog import __version__
 
@@ -298,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=_positive_int, default=512, help="training images whose features are kept")
     p.add_argument("--seed", type=int, default=0, help="seed of the training-image sample")
     p.set_defaults(func=cmd_reference)
+
+    p = sub.add_parser("models", help="the model registry (MLflow): list versions, promote, roll back")
+    models = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    q = models.add_parser("list", help="every registered version, newest first")
+    q.add_argument("--json", action="store_true", help="one JSON object: aliases and versions")
+    q = models.add_parser("promote", help="make VERSION production (rollback undoes it)")
+    q.add_argument("registry_version", metavar="VERSION", type=_positive_int, help="registered model version number")
+    models.add_parser("rollback", help="production goes back to the version before the last promotion")
+    p.set_defaults(func=cmd_models)
     return parser
 
 
