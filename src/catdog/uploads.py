@@ -82,6 +82,11 @@ class UploadStore:
         self._base_stamp: tuple[int, int] | None = None
 
     # --- writing -----------------------------------------------------------------------------------
+    def ensure_folders(self) -> None:
+        """Both class folders, even empty, so that the uploads folder always reads as a data split."""
+        for name in CLASS_DIRS:
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+
     def add(
         self, session: Session, data: bytes, class_name: str, filename: str | None, source: UploadSource
     ) -> StoredImage:
@@ -98,6 +103,7 @@ class UploadStore:
             if digest in self.base_hashes():
                 return StoredImage(name, digest, "duplicate", "training set", class_name)
             path = self.path_of(class_name, digest, suffix)
+            self.ensure_folders()
             _write_atomic(path, data)
             row = Upload(
                 sha256=digest,

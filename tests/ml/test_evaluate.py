@@ -70,3 +70,16 @@ def test_each_graph_precision_has_its_own_evaluation_file(tmp_path: Path) -> Non
     metrics_path(tmp_path, "int8").write_text("{}")
     assert served_metrics_path(tmp_path, "int8") == tmp_path / "metrics_int8.json"
     assert served_metrics_path(tmp_path, "fp32") == tmp_path / "metrics.json"
+
+
+def test_evaluation_on_cached_features_equals_the_served_graph(lite0_model: Path, tmp_path: Path) -> None:
+    """The retrain job's evaluation (cached backbone features + the head graph) gives the served graph's figures."""
+    from catdog.ml.evaluate import evaluate_on_features
+
+    served = evaluate_model(lite0_model, CATSDOGS, progress=False, precision="fp32")
+    cached, same = evaluate_on_features(lite0_model, CATSDOGS, compare_with=lite0_model, plots_dir=tmp_path / "plots")
+    for key in ("accuracy", "precision", "recall", "f1", "n", "confusion_matrix"):
+        assert cached[key] == served[key], key
+    assert abs(cached["roc_auc"] - served["roc_auc"]) < 1e-9 and abs(cached["log_loss"] - served["log_loss"]) < 1e-4
+    assert same is not None and same["accuracy"] == cached["accuracy"]  # the gate's comparison: same head, same figure
+    assert (tmp_path / "plots" / "roc_curve.png").is_file()

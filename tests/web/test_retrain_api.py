@@ -106,14 +106,19 @@ def test_uploads_are_checked_stored_once_and_counted(platform: TestClient) -> No
     again = platform.post(url, files=_files(new[:1] + _photos("train", "cats", 1)), headers=ADMIN).json()
     assert again["uploaded"] == 0
     assert [d["duplicate_of"] for d in again["duplicates"]] == ["upload", "training set"]
-    assert platform.post("/api/upload-training-data?class_name=birds", files=_files(new), headers=ADMIN).status_code == 400
+    assert (
+        platform.post("/api/upload-training-data?class_name=birds", files=_files(new), headers=ADMIN).status_code == 400
+    )
     stats = platform.get("/api/dataset-stats").json()
     assert stats["retraining"] == {"cats": 2, "dogs": 0, "total": 2}
     listed = platform.get("/api/uploads").json()
     assert listed["total"] == 2 and {u["filename"] for u in listed["uploads"]} == {p.name for p in new}
     first = listed["uploads"][0]
     stored = platform.get(first["url"])
-    assert stored.status_code == 200 and Image.open(io.BytesIO(stored.content)).size == (first["width"], first["height"])
+    assert stored.status_code == 200 and Image.open(io.BytesIO(stored.content)).size == (
+        first["width"],
+        first["height"],
+    )
     assert platform.delete(f"/api/uploads/{first['sha256']}", headers=ADMIN).json()["deleted"] == first["sha256"]
     assert platform.delete(f"/api/uploads/{first['sha256']}", headers=ADMIN).status_code == 404
     assert platform.get("/api/dataset-stats").json()["retraining"]["total"] == 1
@@ -153,7 +158,9 @@ def test_a_retrain_through_the_api_registers_a_version_and_serving_switches(plat
     assert len(platform.get("/api/retrain/jobs").json()["jobs"]) == 1
 
 
-def test_retrain_refuses_too_little_data_and_cancel_works(platform: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retrain_refuses_too_little_data_and_cancel_works(
+    platform: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings: Settings = platform.app.state.settings  # type: ignore[attr-defined]
     platform.app.state.settings = settings.model_copy(update={"retrain_min_per_class": 1000})  # type: ignore[attr-defined]
     refused = platform.post("/api/retrain", headers=ADMIN)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -36,8 +38,12 @@ def sweep_jobs(settings: Settings | None = None) -> list[str]:
     return stale
 
 
-def recover_jobs(session: Session) -> tuple[list[str], list[str]]:
-    """(jobs failed because their worker process on this host is gone, queued job ids to re-enqueue)."""
+def recover_jobs(session: Session, state_dir: Path) -> tuple[list[str], list[str]]:
+    """(jobs failed because their worker process on this host is gone, queued job ids to re-enqueue).
+
+    A failed job's working folder (a half-built model directory) is removed: it was never registered,
+    so it was never served.
+    """
     host = socket.gethostname()
     failed = []
     for job in jobs.list_jobs(session, limit=50):
@@ -52,6 +58,7 @@ def recover_jobs(session: Session) -> tuple[list[str], list[str]]:
                 error=f"the worker (pid {pid}) stopped in the middle of the job; production is unchanged",
             )
             failed.append(job.id)
+            shutil.rmtree(state_dir / "jobs" / job.id, ignore_errors=True)
     return failed, jobs.queued_job_ids(session)
 
 
@@ -77,7 +84,7 @@ def run_worker(settings: Settings | None = None) -> int:
     engine = make_engine(settings.sqlalchemy_url)
     migrate(engine)
     with session_factory(engine)() as session:
-        failed, queued = recover_jobs(session)
+        failed, queued = recover_jobs(session, settings.state_dir)
     engine.dispose()
     for job_id in failed:
         log.warning("job %s failed: its worker died", job_id)
