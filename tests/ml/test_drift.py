@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from PIL import Image
 
 from catdog.ml.drift import (
     DRIFT_REFERENCE_NPZ,
+    REFERENCE_SEED,
     DriftReference,
     DriftReferenceError,
     build_reference,
@@ -192,10 +195,16 @@ def test_missing_or_broken_reference_is_a_clear_error(tmp_path: Path) -> None:
         DriftReference.load(tmp_path)
 
 
-def test_reference_sample_is_the_documented_rule() -> None:
-    chosen = reference_sample(list(range(1000)), 512, seed=0)
-    assert chosen == np.sort(np.random.default_rng(0).choice(1000, 512, replace=False)).tolist()
-    assert reference_sample(list(range(20)), 512) == list(range(20))
+def test_reference_sample_is_the_documented_rule_and_stable_as_images_are_added() -> None:
+    items = [SimpleNamespace(sha256=hashlib.sha256(str(i).encode()).hexdigest()) for i in range(1100)]
+    chosen = reference_sample(items[:1000], 512, seed=0)
+    rank = sorted(items[:1000], key=lambda item: hashlib.sha256(f"0:{item.sha256}".encode()).digest())
+    assert chosen == rank[:512]
+    grown = reference_sample(items, 512, seed=0)  # 100 more images: only a few of the chosen change
+    assert len({i.sha256 for i in grown} - {i.sha256 for i in chosen}) < 100
+    assert reference_sample(items[:20], 512) == sorted(
+        items[:20], key=lambda item: hashlib.sha256(f"{REFERENCE_SEED}:{item.sha256}".encode()).digest()
+    )
 
 
 # --- real photos through EfficientNet-Lite0 ---------------------------------------------------------

@@ -31,6 +31,7 @@ backbone) imports the training-side modules when called.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -491,14 +492,15 @@ def _overall_summary(drift: bool | None, prediction: dict[str, Any], feature: di
 
 # --- making the reference (runs the backbone) --------------------------------------------------
 def reference_sample(unique: Sequence[Any], sample: int = REFERENCE_SAMPLE, seed: int = REFERENCE_SEED) -> list[Any]:
-    """The training images the feature reference uses: a sorted, seeded choice without replacement.
+    """The training images the feature reference uses: the `sample` with the smallest sha256(f"{seed}:{content hash}").
 
-    unique: Split.unique() (one sample per distinct content, sorted by path). The rule, which the
-    shipped models' feature caches were warmed with: indices
-    np.sort(np.random.default_rng(seed).choice(len(unique), min(sample, len(unique)), replace=False)).
+    unique: Split.unique() (items with a `sha256`). Bottom-k sampling by a seeded hash of the
+    content (Cohen & Kaplan 2007) is a uniform sample that stays stable as images are added: a
+    retrain with 100 new uploads changes about 100 * sample / len(unique) of the chosen images,
+    so the reference costs backbone passes only for those (an index-based draw would change all).
     """
-    chosen = np.sort(np.random.default_rng(seed).choice(len(unique), min(sample, len(unique)), replace=False))
-    return [unique[int(i)] for i in chosen]
+    ranked = sorted(unique, key=lambda item: hashlib.sha256(f"{seed}:{item.sha256}".encode()).digest())
+    return ranked[: min(sample, len(ranked))]
 
 
 def head_probabilities(model_dir: Path, features: np.ndarray) -> np.ndarray:
@@ -602,8 +604,7 @@ def build_reference(
             "sample": len(chosen),
             "sample_requested": sample,
             "seed": seed,
-            "rule": "np.sort(np.random.default_rng(seed).choice(len(unique), min(sample, len(unique)), replace=False))"
-            " over Split.unique()",
+            "rule": "the `sample` images of Split.unique() with the smallest sha256(f'{seed}:{image sha256}')",
         },
         "test": None,
         "notes": [],
