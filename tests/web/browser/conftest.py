@@ -5,6 +5,9 @@ model on a free 127.0.0.1 port with a state folder of its own; one chromium per 
 browser context per test. Every test watches its page: console errors, uncaught exceptions,
 failed requests, 4xx/5xx answers, and any request to a host other than the test server.
 
+The server's admin token is ADMIN_TOKEN (CATDOG_ADMIN_TOKEN); sign_in(page) enters it the way a
+user does, through the token dialog in the footer.
+
 Screenshots for the README go to docs/screenshots/ when missing, when they changed meaningfully
 (more than SCREENSHOT_CHANGE of their pixels), or always with CATDOG_SCREENSHOTS=update.
 """
@@ -38,6 +41,7 @@ SCREENSHOTS = REPO / "docs" / "screenshots"
 SCREENSHOT_CHANGE = 0.03  # share of pixels that must differ before a committed screenshot is replaced
 VIEWPORT = {"width": 1280, "height": 800}
 READY_TIMEOUT = 180.0
+ADMIN_TOKEN = "browser-test-admin-token-5f0c"  # the server's admin token (CATDOG_ADMIN_TOKEN)
 
 
 def _free_port() -> int:
@@ -129,6 +133,9 @@ def server(served_model: Path, evaluation: Path, tmp_path_factory: pytest.TempPa
         "CATDOG_DRIFT_WINDOW": "20",
         "CATDOG_DRIFT_MIN_SAMPLES": "10",
         "CATDOG_LOG_FORMAT": "text",
+        "CATDOG_ADMIN_TOKEN": ADMIN_TOKEN,
+        "CATDOG_REGISTRY_POLL_SECONDS": "0.5",
+        "CATDOG_JOB_HEARTBEAT_SECONDS": "0.5",
     }
     log = root / "server.log"
     command = [sys.executable, "-m", "uvicorn", "--factory", "catdog.web.app:create_app"]
@@ -136,10 +143,17 @@ def server(served_model: Path, evaluation: Path, tmp_path_factory: pytest.TempPa
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root)
     running = Server(f"http://127.0.0.1:{port}", served_model, root / "state", log, process)
+    worker: subprocess.Popen[bytes] | None = None
     try:
-        _wait_ready(running)
+        _wait_ready(running)  # the server has migrated the database and registered the shipped model
+        # the job consumer beside the server, as `catdog serve` starts it (retrains run there)
+        with (root / "worker.log").open("wb") as out:
+            command = [sys.executable, "-m", "catdog.cli", "worker"]
+            worker = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root)
         yield running
     finally:
+        if worker is not None:
+            _stop(worker)
         _stop(process)
 
 
@@ -161,7 +175,7 @@ def _wait_ready(server: Server) -> None:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (uvicorn shuts down gracefully), then SIGKILL; only this process, by its pid."""
+    """SIGTERM (uvicorn and Huey shut down gracefully), then SIGKILL; only this process, by its pid."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -262,6 +276,19 @@ def page(browser: Any, server: Server) -> Iterator[Any]:
         yield tab
     finally:
         context.close()
+
+
+def sign_in(page: Any, token: str = ADMIN_TOKEN) -> None:
+    """Enter the admin token through the footer's dialog; it is checked and kept for the tab."""
+    from playwright.sync_api import expect
+
+    page.locator("#admin-toggle").click()
+    dialog = page.get_by_role("dialog", name="Admin token")
+    expect(dialog).to_be_visible()
+    page.get_by_label("Token", exact=True).fill(token)
+    page.keyboard.press("Enter")
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#admin-state")).to_have_text("Admin: signed in for this tab")
 
 
 @pytest.fixture(scope="package")

@@ -57,7 +57,13 @@ def assert_result(card: Any) -> None:
     heatmap = card.locator(".result-heatmap-img")
     expect(heatmap).to_be_visible()
     expect(heatmap).to_have_attribute("alt", re.compile("Heat map"))
-    assert heatmap.evaluate("img => img.complete && img.naturalWidth > 0"), "the heat map did not load"
+    loaded = heatmap.evaluate(  # wait for a heat map still on its way (fetched on demand): load or error
+        """img => img.complete ? img.naturalWidth > 0 : new Promise((done) => {
+            img.addEventListener("load", () => done(img.naturalWidth > 0), { once: true });
+            img.addEventListener("error", () => done(false), { once: true });
+        })"""
+    )
+    assert loaded, "the heat map did not load"
 
 
 def drop_files(page: Any, selector: str, paths: list[Path]) -> None:
@@ -193,7 +199,10 @@ def test_home_refreshes_live(page: Any, server: Server) -> None:
 
 
 def test_home_copes_with_a_model_without_metrics(page: Any, server: Server, evaluation: Path) -> None:
-    remove_metrics(server.model_dir)
+    _, status = get_json(server.url + "/api/status")
+    served_dir = Path(status["model_dir"])  # the registry's local copy of the production version
+    assert served_dir.is_dir(), status
+    remove_metrics(served_dir)
     try:
         page.goto("/")
         expect(page.locator("#metrics-missing")).to_be_visible()
@@ -201,12 +210,11 @@ def test_home_copes_with_a_model_without_metrics(page: Any, server: Server, eval
         expect(page.locator("#metrics-body")).to_be_hidden()
         expect(page.locator("#status-state")).to_have_text("healthy")
         expect(page.locator("#dataset-training td").first).not_to_have_text("…")
-        page.goto("/models-page")
-        expect(page.locator("#model-metrics-missing")).to_be_visible()
-        expect(page.locator("#model-row-served")).to_contain_text("not evaluated")
+        page.goto("/retrain-page")
+        expect(page.locator("#served-accuracy")).to_have_text("not evaluated")
         page.watch.assert_clean()  # the pages ask /api/status first: no 404 to excuse
     finally:
-        install_metrics(server.model_dir, evaluation)
+        install_metrics(served_dir, evaluation)
 
 
 # --- predict --------------------------------------------------------------------------------------------
@@ -497,39 +505,39 @@ def test_monitoring_refreshes_live_and_can_pause(page: Any, server: Server) -> N
     page.watch.assert_clean()
 
 
-# --- retrain and models -----------------------------------------------------------------------------------
-def test_retrain_page_shows_todays_state_and_no_fake_buttons(
-    page: Any, server: Server, save_screenshot: Callable[[Any, str], Path | None]
-) -> None:
+# --- retrain and models (the admin flows: test_retrain_models.py) ------------------------------------------
+def test_retrain_page_shows_the_state_with_working_controls(page: Any, server: Server) -> None:
     page.goto("/retrain-page")
     _, retrain = get_json(server.url + "/api/retrain-status")
     _, stats = get_json(server.url + "/api/dataset-stats")
-    expect(page.locator("#retrain-coming")).to_contain_text("next release")
     expect(page.locator("#retrain-running")).to_have_text("yes" if retrain["is_retraining"] else "no")
     expect(page.locator("#retrain-total")).to_have_text(str(retrain["total_retrains"]))
-    expect(page.locator("#uploads-total")).to_have_text(f"{stats['retraining']['total']:,}")
-    expect(page.get_by_role("button", name="Start retraining")).to_be_disabled()
-    expect(page.get_by_role("button", name="Upload files")).to_be_disabled()
-    expect(page.get_by_label("Images", exact=True)).to_be_disabled()
+    expect(page.locator("#retrain-updated")).to_contain_text("refreshes every")
+    for part in ("training", "retraining", "testing"):
+        expect(page.locator(f"#dataset-{part} td").nth(2)).to_have_text(f"{stats[part]['total']:,}")
+    expect(page.get_by_role("button", name="Start retraining")).to_be_enabled()
+    expect(page.get_by_role("button", name="Upload files")).to_be_disabled()  # until files are chosen
+    expect(page.get_by_label("Images", exact=True)).to_be_enabled()
+    expect(page.get_by_label("Cats", exact=True)).to_be_checked()
+    expect(page.locator("#jobs-rows tr").first).not_to_have_text("Loading…")
+    expect(page.locator("#uploads-count")).not_to_be_empty()
     _, status = get_json(server.url + "/api/status")
     expect(page.locator("#served-version")).to_have_text(status["model_version"])
     expect(page.locator("#served-accuracy")).to_contain_text("%")
-    save_screenshot(page, "retrain.png")
     page.watch.assert_clean()
 
 
-def test_models_page_lists_the_served_model(
-    page: Any, server: Server, save_screenshot: Callable[[Any, str], Path | None]
-) -> None:
+def test_models_page_lists_the_registry(page: Any, server: Server) -> None:
     page.goto("/models-page")
+    _, registry = get_json(server.url + "/api/models")
     _, status = get_json(server.url + "/api/status")
-    _, metrics = get_json(server.url + "/api/metrics")
-    row = page.locator("#model-row-served")
-    expect(row).to_contain_text(status["model_version"])
-    expect(row).to_contain_text(f"{metrics['accuracy'] * 100:.2f}%")
-    expect(row).to_contain_text("serving")
-    expect(page.locator("#models-coming")).to_contain_text("production")
+    expect(page.locator("#models-rows tr[data-version]")).to_have_count(len(registry["versions"]))
+    production = registry["production"]
+    assert production is not None, registry
+    row = page.locator(f"#model-row-{production}")
+    expect(row.locator('[data-alias="production"]')).to_be_visible()
+    expect(row.get_by_role("button", name=f"Version {production} is production")).to_be_disabled()
+    expect(page.locator("#served-production")).to_contain_text(f"version {registry['served']['production']['version']}")
     expect(page.locator("#model-dir")).to_have_text(status["model_dir"])
-    expect(page.locator("#model-plots a")).to_have_count(len(metrics["plots"]))
-    save_screenshot(page, "models.png")
+    expect(page.get_by_role("button", name="Roll back production")).to_be_enabled()
     page.watch.assert_clean()

@@ -5,6 +5,10 @@
  * window.catdog.poll(fn, ms)        run fn now and every ms, paused while the tab is hidden
  * window.catdog.fmt.*               number, percent, bytes, duration and time formatting
  * window.catdog.el(tag, props, kids) build DOM nodes (text always via textContent, never HTML)
+ * window.catdog.admin.*             the admin token: asked once in a dialog, checked with /api/auth/check,
+ *                                   kept in sessionStorage; withAdmin(fn) / adminApi(url, options) send it
+ *                                   as `Authorization: Bearer` and ask again (with the reason) on 401/403
+ * window.catdog.confirmAction(...)  an accessible yes/no dialog; resolves true or false
  */
 (function () {
   "use strict";
@@ -217,6 +221,215 @@
     return api("/api/metrics");
   }
 
-  window.catdog = { api, modelMetrics, ApiError, poll, fmt, el, setText, showMessage, updateFooter };
-  document.addEventListener("DOMContentLoaded", watchFooter);
+  // --- admin token ----------------------------------------------------------------------------------
+  const TOKEN_KEY = "catdog-admin-token";
+
+  /** The user closed the token dialog: the admin action was not attempted. */
+  class Cancelled extends Error {
+    constructor(message) {
+      super(message || "No admin token given: nothing was done.");
+      this.name = "Cancelled";
+      this.cancelled = true;
+    }
+  }
+
+  function storedToken() {
+    try {
+      return window.sessionStorage.getItem(TOKEN_KEY) || null;
+    } catch (err) {
+      return null; // storage disabled: ask every time
+    }
+  }
+
+  function adminChanged() {
+    const signedIn = Boolean(storedToken());
+    setText("admin-state", signedIn ? "Admin: signed in for this tab" : "Admin: not signed in");
+    setText("admin-toggle", signedIn ? "Forget admin token" : "Enter admin token");
+    window.dispatchEvent(new CustomEvent("catdog-admin", { detail: { signedIn } }));
+  }
+
+  function saveToken(token) {
+    try {
+      window.sessionStorage.setItem(TOKEN_KEY, token);
+    } catch (err) {
+      // storage disabled: the token lives until the next request asks again
+    }
+    adminChanged();
+  }
+
+  function clearToken() {
+    try {
+      window.sessionStorage.removeItem(TOKEN_KEY);
+    } catch (err) {
+      // nothing kept
+    }
+    adminChanged();
+  }
+
+  let asking = null; // one dialog at a time: callers that ask together share the answer
+
+  /** Open the token dialog (reason: why the last token failed, shown as an alert); resolves the checked token. */
+  function askToken(reason, why) {
+    if (asking) return asking;
+    asking = new Promise((resolve, reject) => {
+      const dialog = document.getElementById("token-dialog");
+      const form = document.getElementById("token-form");
+      const input = document.getElementById("token-input");
+      const submit = document.getElementById("token-submit");
+      const cancel = document.getElementById("token-cancel");
+      if (!dialog || typeof dialog.showModal !== "function") {
+        reject(new Cancelled("This browser cannot show the admin token dialog."));
+        return;
+      }
+      const opener = document.activeElement;
+      setText("token-dialog-why", why || "This action needs the admin token.");
+      showMessage("token-error", reason || "");
+      input.value = "";
+      input.setAttribute("aria-invalid", reason ? "true" : "false");
+      dialog.showModal();
+      input.focus();
+
+      function finish(settle, value) {
+        form.removeEventListener("submit", onSubmit);
+        cancel.removeEventListener("click", onCancel);
+        dialog.removeEventListener("cancel", onEscape);
+        if (dialog.open) dialog.close();
+        asking = null;
+        if (opener && typeof opener.focus === "function" && document.contains(opener)) opener.focus();
+        settle(value);
+      }
+      async function onSubmit(event) {
+        event.preventDefault();
+        const token = input.value.trim();
+        if (!token) {
+          showMessage("token-error", "Enter the admin token.");
+          input.setAttribute("aria-invalid", "true");
+          input.focus();
+          return;
+        }
+        submit.disabled = true;
+        submit.textContent = "Checking…";
+        try {
+          await api("/api/auth/check", { headers: { Accept: "application/json", Authorization: `Bearer ${token}` } });
+          saveToken(token);
+          finish(resolve, token);
+        } catch (err) {
+          const refused = err.status === 401 || err.status === 403;
+          showMessage(
+            "token-error",
+            refused ? `The server refused this token (${err.status}): ${err.detail}` : `The token could not be checked: ${err.message}`,
+          );
+          input.setAttribute("aria-invalid", "true");
+          input.select();
+          input.focus();
+        } finally {
+          submit.disabled = false;
+          submit.textContent = "Sign in";
+        }
+      }
+      function onCancel() {
+        finish(reject, new Cancelled());
+      }
+      function onEscape(event) {
+        event.preventDefault(); // close through finish(), which also settles the promise
+        onCancel();
+      }
+      form.addEventListener("submit", onSubmit);
+      cancel.addEventListener("click", onCancel);
+      dialog.addEventListener("cancel", onEscape);
+    });
+    return asking;
+  }
+
+  /** Run action(token) with the session's token (asking for one first); on 401/403 forget it and ask again. */
+  async function withAdmin(action, why) {
+    let reason = "";
+    for (;;) {
+      const token = (!reason && storedToken()) || (await askToken(reason, why));
+      try {
+        return await action(token);
+      } catch (err) {
+        if (err && (err.status === 401 || err.status === 403)) {
+          clearToken();
+          reason = `The server refused the admin token (${err.status}): ${err.detail}. Enter it again.`;
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
+  /** catdog.api with the admin token. */
+  function adminApi(url, options, why) {
+    return withAdmin((token) => {
+      const merged = Object.assign({}, options || {});
+      merged.headers = Object.assign({ Accept: "application/json" }, merged.headers || {}, {
+        Authorization: `Bearer ${token}`,
+      });
+      return api(url, merged);
+    }, why);
+  }
+
+  function setUpAdminLine() {
+    const toggle = document.getElementById("admin-toggle");
+    if (!toggle) return;
+    toggle.addEventListener("click", () => {
+      if (storedToken()) clearToken();
+      else askToken("", "Sign in to upload training images, retrain, promote and roll back.").catch(() => {});
+    });
+    adminChanged();
+  }
+
+  // --- confirmation -----------------------------------------------------------------------------------
+  /** Ask before an action that changes what is served; resolves true when confirmed. Cancel has the focus. */
+  function confirmAction(title, text, okLabel, cancelLabel) {
+    const dialog = document.getElementById("confirm-dialog");
+    if (!dialog || typeof dialog.showModal !== "function") return Promise.resolve(false);
+    const opener = document.activeElement;
+    setText("confirm-dialog-title", title);
+    setText("confirm-dialog-text", text);
+    setText("confirm-ok", okLabel || "Confirm");
+    setText("confirm-cancel", cancelLabel || "Cancel");
+    dialog.returnValue = "";
+    dialog.showModal();
+    document.getElementById("confirm-cancel").focus();
+    return new Promise((resolve) => {
+      dialog.addEventListener(
+        "close",
+        () => {
+          if (opener && typeof opener.focus === "function" && document.contains(opener)) opener.focus();
+          resolve(dialog.returnValue === "ok");
+        },
+        { once: true },
+      );
+    });
+  }
+
+  const admin = {
+    token: storedToken,
+    clear: clearToken,
+    ask: askToken,
+    withAdmin,
+    Cancelled,
+  };
+
+  window.catdog = {
+    api,
+    adminApi,
+    admin,
+    withAdmin,
+    confirmAction,
+    modelMetrics,
+    ApiError,
+    poll,
+    fmt,
+    el,
+    setText,
+    showMessage,
+    updateFooter,
+  };
+  document.addEventListener("DOMContentLoaded", () => {
+    watchFooter();
+    setUpAdminLine();
+  });
 })();

@@ -2,7 +2,7 @@
  * GET /api/dataset-stats, refreshed every 5 s while the tab is visible. */
 (function () {
   "use strict";
-  const { api, poll, fmt, setText, showMessage } = window.catdog;
+  const { api, poll, fmt, el, setText, showMessage } = window.catdog;
   const Chart = window.Chart;
   const REFRESH_MS = 5000;
   const DATASET_EVERY = 6; // dataset folders are counted every 6th refresh (30 s)
@@ -362,6 +362,45 @@
     );
   }
 
+  // --- model versions side by side --------------------------------------------------------------------
+  function showVersions(versions) {
+    const rows = document.getElementById("versions-rows");
+    const list = Array.isArray(versions) ? versions : [];
+    if (!list.length) {
+      rows.replaceChildren(
+        el("tr", {}, [el("td", { colSpan: 8, className: "muted", text: "No predictions in the window yet." })]),
+      );
+      return;
+    }
+    const total = sum(list.map((v) => Number(v.predictions) || 0));
+    rows.replaceChildren(
+      ...list.map((v) => {
+        const feedback = v.feedback || {};
+        const accuracy =
+          feedback.accuracy === null || feedback.accuracy === undefined
+            ? "no feedback yet"
+            : `${fmt.percent(feedback.accuracy, 1)} (${fmt.number(feedback.correct)} of ${fmt.number(feedback.n)} right)`;
+        const num = (text) => el("td", { className: "num", text });
+        return el("tr", { dataset: { modelVersion: v.model_version || "" } }, [
+          el("th", { scope: "row", className: "mono", text: v.model_version || fmt.missing }),
+          num(v.registry_version === null || v.registry_version === undefined ? fmt.missing : `v${v.registry_version}`),
+          num(fmt.number(v.predictions)),
+          num(total ? fmt.percent((Number(v.predictions) || 0) / total, 1) : fmt.missing),
+          num(fmt.percent(v.mean_confidence, 1)),
+          num(
+            v.latency_p50_ms !== null && v.latency_p50_ms !== undefined
+              ? `${fmt.ms(v.latency_p50_ms)} p50`
+              : v.mean_latency_ms !== null && v.mean_latency_ms !== undefined
+                ? `${fmt.ms(v.mean_latency_ms)} mean`
+                : fmt.missing,
+          ),
+          num(fmt.number(feedback.n ?? 0)),
+          num(accuracy),
+        ]);
+      }),
+    );
+  }
+
   // --- refresh ----------------------------------------------------------------------------------------
   async function refreshDataset() {
     const stats = await api("/api/dataset-stats");
@@ -390,6 +429,7 @@
       showClasses(m);
       showSystem(m.system);
       showDrift(m.drift, m.drift_reason);
+      showVersions(m.versions);
     } else {
       problems.push(`Monitoring figures unavailable: ${outcome.reason.message}`);
     }

@@ -1,8 +1,10 @@
 /* Predict page: choose or drop photos, one request per photo (the server batches them), with
- * upload progress, the class, a confidence bar, the is-it-a-pet warning and the Grad-CAM heat map. */
+ * upload progress, the class, a confidence bar, the is-it-a-pet warning and the Grad-CAM heat map.
+ * A "wrong?" button on every answer records feedback (open to all); with the admin token an
+ * answer that was wrong can be added to the training uploads under its correct class. */
 (function () {
   "use strict";
-  const { fmt, el, setText } = window.catdog;
+  const { api, adminApi, admin, fmt, el, setText } = window.catdog;
   const CONCURRENCY = 4; // requests in flight at once; the server groups them into batches
   const MAX_RETRIES = 3; // on 503 (busy or still loading), honouring Retry-After
   const MAX_FILES = 64;
@@ -187,8 +189,96 @@
         { once: true },
       );
     }
+    setUpFeedback(item, r, label);
     const warn = r.is_pet === false ? " It may not be a pet." : "";
     announce(`${item.file.name}: ${label}, ${r.confidence_percentage || fmt.percent(confidence, 1)} confident.${warn}`);
+  }
+
+  // --- feedback --------------------------------------------------------------------------------------
+  function setUpFeedback(item, r, label) {
+    const card = item.card;
+    const wrong = part(card, "result-wrong");
+    if (!r.prediction_id || (r.predicted_class !== "cat" && r.predicted_class !== "dog")) {
+      part(card, "result-feedback").hidden = true;
+      return;
+    }
+    const other = r.predicted_class === "cat" ? "dog" : "cat";
+    wrong.id = `wrong-${item.id}`;
+    wrong.textContent = `Wrong? It is a ${other}`;
+    wrong.setAttribute("aria-label", `Wrong? Report ${item.file.name} as a ${other}, not a ${label.toLowerCase()}`);
+    wrong.addEventListener("click", () => sendFeedback(item, r, other));
+    const add = part(card, "result-add-training");
+    add.id = `add-training-${item.id}`;
+    add.setAttribute("aria-label", `Add ${item.file.name} to the training data as a ${other}`);
+    add.addEventListener("click", () => addToTraining(item, other));
+  }
+
+  function feedbackStatus(item, text, kind) {
+    const status = part(item.card, "result-feedback-status");
+    status.textContent = text;
+    status.dataset.kind = kind || "";
+    status.hidden = !text;
+  }
+
+  async function sendFeedback(item, r, correct) {
+    const wrong = part(item.card, "result-wrong");
+    wrong.disabled = true;
+    wrong.textContent = "Sending…";
+    try {
+      const answer = await api("/api/feedback", {
+        method: "POST",
+        headers: { Accept: "application/json", "Content-Type": "application/json" },
+        body: JSON.stringify({ prediction_id: r.prediction_id, correct_label: correct }),
+      });
+      item.feedbackId = answer.feedback_id;
+      item.card.dataset.feedback = "recorded";
+      item.card.dataset.feedbackId = answer.feedback_id;
+      wrong.textContent = "Feedback recorded";
+      feedbackStatus(item, `Recorded: it is a ${correct}. Thank you, this counts towards the live accuracy of ${answer.model_version || "the model"}.`, "ok");
+      announce(`${item.file.name}: feedback recorded, it is a ${correct}.`);
+      showAdminActions();
+    } catch (err) {
+      wrong.disabled = false;
+      wrong.textContent = `Wrong? It is a ${correct}`;
+      feedbackStatus(item, `Feedback not recorded${err.status ? ` (${err.status})` : ""}: ${err.message}`, "error");
+      announce(`${item.file.name}: feedback not recorded. ${err.message}`);
+    }
+  }
+
+  async function addToTraining(item, correct) {
+    const add = part(item.card, "result-add-training");
+    if (!item.feedbackId) return;
+    add.disabled = true;
+    add.textContent = "Adding…";
+    try {
+      const entry = await adminApi(
+        `/api/feedback/${encodeURIComponent(item.feedbackId)}/add-to-training`,
+        { method: "POST" },
+        "Adding images to the training data needs the admin token.",
+      );
+      item.addedToTraining = true;
+      item.card.dataset.training = entry.status || "stored";
+      add.textContent = "Added to training data";
+      const where = entry.class || `${correct}s`;
+      const how = entry.status === "duplicate" ? "it was already there, stored once" : "stored";
+      feedbackStatus(item, `Added to the training uploads as ${where} (${how}). The next retraining learns from it.`, "ok");
+      announce(`${item.file.name}: added to the training data as ${where}.`);
+    } catch (err) {
+      add.disabled = false;
+      add.textContent = "Add to training data";
+      const text = err.cancelled ? "Not added: no admin token was given." : `Not added to the training data${err.status ? ` (${err.status})` : ""}: ${err.message}`;
+      feedbackStatus(item, text, "error");
+      announce(`${item.file.name}: ${text}`);
+    }
+  }
+
+  /** "Add to training data" shows on answers with recorded feedback while this tab has the admin token. */
+  function showAdminActions() {
+    const signedIn = Boolean(admin.token());
+    for (const item of items) {
+      if (!item.feedbackId) continue;
+      part(item.card, "result-add-training").hidden = !signedIn && !item.addedToTraining;
+    }
   }
 
   function showHeatmap(item, src) {
@@ -299,5 +389,6 @@
     if (hasFiles(event)) event.preventDefault();
   });
 
+  window.addEventListener("catdog-admin", showAdminActions);
   updateControls();
 })();
