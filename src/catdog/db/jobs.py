@@ -131,6 +131,7 @@ def finish_job(
     values: dict[str, Any] = {
         "status": status.value,
         "phase": "done" if status == RetrainStatus.SUCCEEDED else status.value,
+        "phase_detail": None,
         "finished_at": utcnow(),
         "active_slot": None,
         "error": error,
