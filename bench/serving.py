@@ -8,10 +8,17 @@ Four measurements, each printed with the CPU it ran on:
 3. overload: more clients than the queue bound; how fast the 503 comes, its Retry-After, and
    whether full service is back as soon as the load drops;
 4. the raw batch throughput of the same model through `catdog predict` on the same photos, as
-   ../shared/checks/webcheck.py measures it, for the served/raw ratio.
+   ../shared/checks/webcheck.py measures it, for the served/raw ratio;
+5. hot swap (`--only swap`, not in the default set): CLIENTS concurrent clients while production
+   is switched twice (--model -> --other -> --model); requests, failures, and the time from each
+   switch to the first answer of the new version and to the last answer of the old one. The
+   server polls a JSON file the bench rewrites (the same swap path a registry alias change
+   takes); with --promote-url it switches a running server through `POST /api/models/{v}/promote`.
 
     .venv/bin/python bench/serving.py --model models/vgg16 [--seconds 30] [--clients 32]
     .venv/bin/python bench/serving.py --model models/efficientnet_lite0 --only cache,overload
+    .venv/bin/python bench/serving.py --only swap [--model models/vgg16 --other models/efficientnet_lite0]
+    .venv/bin/python bench/serving.py --only swap --promote-url http://127.0.0.1:8000 --token T --versions 2,1
 
 Each server is started with its own state folder and stopped by its process id.
 """
@@ -33,13 +40,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from catdog.ml.artifacts import MODEL_GRAPHS
 from catdog.ml.precision import describe_cpu_line
+from catdog.web.model_source import ServedModel
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "catsdogs" / "test"
@@ -270,6 +278,179 @@ def raw_throughput(model: Path, files: list[Path]) -> None:
     print(f"{96 / (big - small):.2f} images/s")
 
 
+# --- 5. hot swap ------------------------------------------------------------------------------------------------
+SwitchFn = Callable[[int, Path | None], None]  # switch(registry version, model dir or None): make it production
+
+
+class FileSource:
+    """A model source for the bench's own server: {"production": [registry version, model dir]} in a JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def resolve(self) -> dict[str, ServedModel]:
+        answer = json.loads(self.path.read_text())
+        return {alias: ServedModel(alias, int(v), Path(d)) for alias, (v, d) in answer.items()}
+
+
+def serve_from_file(source_file: Path, port: int) -> None:
+    """The server half of the swap bench (a child process): the app, serving what the file names."""
+    import uvicorn
+
+    from catdog.settings import get_settings
+    from catdog.web.app import create_app
+
+    source = FileSource(source_file)
+    first = source.resolve()["production"].model_dir
+    app = create_app(get_settings(), first)
+    app.state.model_source = source
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_config=None, access_log=False)
+
+
+def write_source(path: Path, version: int, model: Path) -> None:
+    path.with_suffix(".tmp").write_text(json.dumps({"production": [version, str(model.resolve())]}))
+    path.with_suffix(".tmp").replace(path)  # atomic: the server never reads half a file
+
+
+@contextmanager
+def file_source_server(first: Path, **settings: object) -> Iterator[tuple[str, SwitchFn]]:
+    """A server whose production model the bench switches; yields (base URL, switch(version, model dir))."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="catdog-bench-") as state:
+        source = Path(state) / "source.json"
+        write_source(source, 1, first)
+        env = {**os.environ, "CATDOG_STATE_DIR": state, "CATDOG_LOG_LEVEL": "WARNING"}
+        env |= {f"CATDOG_{key.upper()}": str(value) for key, value in settings.items()}
+        command = [sys.executable, __file__, "--serve-from-file", str(source), "--port", str(port)]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(base, process)
+            yield base, lambda version, model: write_source(source, version, model or first)
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def promote(base: str, token: str) -> SwitchFn:
+    """switch(version, _) through the registry: POST /api/models/{version}/promote with the admin token."""
+
+    def switch(version: int, _: Path | None = None) -> None:
+        request = urllib.request.Request(
+            f"{base}/api/models/{version}/promote", b"", {"Authorization": f"Bearer {token}"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+
+    return switch
+
+
+@dataclass
+class Answered:
+    sent: float  # time.monotonic() seconds
+    done: float
+    status: int
+    registry_version: object
+
+
+@dataclass
+class SteadyLoad:
+    """CLIENTS closed-loop clients with distinct bytes (nothing cached), recording every answer."""
+
+    base: str
+    photos: list[bytes]
+    clients: int
+    answers: list[Answered] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counter = iter(range(10**9))
+        self.threads = [threading.Thread(target=self.client) for _ in range(self.clients)]
+
+    def client(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                i = next(self.counter)
+            sent = time.monotonic()
+            status, answer, _, _ = post(self.base, self.photos[i % len(self.photos)] + i.to_bytes(4, "big"), f"{i}.jpg")
+            with self.lock:
+                self.answers.append(Answered(sent, time.monotonic(), status, answer.get("registry_version")))
+
+    def __enter__(self) -> SteadyLoad:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    def first_answer(self, version: int, after: float, timeout: float = 600) -> float | None:
+        """When the first answer from `version` came after `after` (monotonic s), waiting for it; None: never."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                done = [a.done for a in self.answers if a.done >= after and a.registry_version == version]
+            if done:
+                return min(done)
+            time.sleep(0.05)
+        return None
+
+
+def hot_swap(
+    photos: list[bytes], clients: int, seconds: float, plan: list[tuple[int, Path | None]], switch: SwitchFn, base: str
+) -> None:
+    """Switch production along `plan` under steady load; print what each switch cost the clients."""
+    rows = []
+    with SteadyLoad(base, photos, clients) as load:
+        time.sleep(min(10.0, seconds / 2))  # a steady state first
+        for version, model in plan:
+            flipped = time.monotonic()
+            switch(version, model)
+            first = load.first_answer(version, flipped)
+            time.sleep(seconds)
+            with load.lock:
+                old = [
+                    a.done
+                    for a in load.answers
+                    if a.done >= flipped and a.status == 200 and a.registry_version != version
+                ]
+            rows.append((version, model, first, max(old, default=flipped), flipped))
+    failures = [a.status for a in load.answers if a.status != 200]
+    print(f"requests {len(load.answers)}, failures {len(failures)} (statuses {sorted(set(failures))})")
+    print("| switched to | first answer from it | last answer from the old one |")
+    print("|---|---|---|")
+    for version, model, first, last_old, flipped in rows:
+        first_s = "never" if first is None else f"{first - flipped:.2f} s"
+        print(f"| version {version} {model or ''} | {first_s} | {last_old - flipped:.2f} s |")
+
+
+def swap_bench(args: argparse.Namespace, photos: list[bytes]) -> None:
+    print(f"\n## Hot swap: {args.clients} clients, production switched twice, {args.seconds:.0f} s after each")
+    if args.promote_url:
+        versions = [int(v) for v in args.versions.split(",")]
+        print(f"server {args.promote_url}, POST /api/models/{{v}}/promote to {versions}")
+        hot_swap(
+            photos,
+            args.clients,
+            args.seconds,
+            [(v, None) for v in versions],
+            promote(args.promote_url, args.token),
+            args.promote_url,
+        )
+        return
+    print(f"own server polling a source file every {args.poll:g} s: {args.model} (1) -> {args.other} (2) -> (1)")
+    queue = max(64, 2 * args.clients)
+    with file_source_server(args.model, registry_poll_seconds=args.poll, max_queue_size=queue) as (base, switch):
+        plan: list[tuple[int, Path | None]] = [(2, args.other), (1, args.model)]
+        hot_swap(photos, args.clients, args.seconds, plan, switch, base)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "vgg16")
@@ -277,8 +458,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--only", default="gain,cache,overload,raw", help="comma-separated: gain,cache,overload,raw")
+    parser.add_argument(
+        "--only", default="gain,cache,overload,raw", help="comma-separated: gain,cache,overload,raw,swap"
+    )
+    parser.add_argument("--other", type=Path, default=ROOT / "models" / "efficientnet_lite0", help="swap: version 2")
+    parser.add_argument("--poll", type=float, default=2.0, help="swap: the server's registry_poll_seconds")
+    parser.add_argument("--promote-url", help="swap: switch this running server through its promote route")
+    parser.add_argument("--token", default=os.environ.get("CATDOG_ADMIN_TOKEN", ""), help="swap: the admin token")
+    parser.add_argument("--versions", default="2,1", help="swap with --promote-url: registry versions to promote")
+    parser.add_argument("--serve-from-file", type=Path, help=argparse.SUPPRESS)  # the swap bench's server
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_from_file:
+        serve_from_file(args.serve_from_file, args.port)
+        return
     files = sorted(p for c in ("cats", "dogs") for p in (args.data / c).iterdir() if p.suffix.lower() == ".jpg")
     random.Random(1).shuffle(files)
     photos = [p.read_bytes() for p in files[:200]]
@@ -292,6 +485,8 @@ def main() -> None:
         repeated_image(args.model, photos[0], 300)
     if "overload" in parts:
         overload(args.model, photos, queue=16, clients=48)
+    if "swap" in parts:
+        swap_bench(args, photos)
     sys.stdout.flush()
 
 

@@ -26,6 +26,7 @@ from catdog.settings import Settings, get_settings
 from catdog.web.errors import install_error_handlers
 from catdog.web.logs import configure_logging
 from catdog.web.middleware import EarlyRefusal, RequestContext, UploadSizeLimit
+from catdog.web.model_source import ModelSource, PinnedSource
 from catdog.web.monitor import DriftMonitor
 from catdog.web.routes import explain, monitoring, pages, predict, status
 from catdog.web.service import ModelService
@@ -107,7 +108,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessions = session_factory(engine)
     writer = PredictionWriter(engine, flush_seconds=settings.db_flush_seconds)
     writer.start()
-    service = ModelService(settings, app.state.model_dir, writer)
+    # Which model serves: app.state.model_source when set (a RegistrySource), else the model directory.
+    source: ModelSource = getattr(app.state, "model_source", None) or PinnedSource(app.state.model_dir)
+    service = ModelService(settings, app.state.model_dir, writer, source=source)
     app.state.service = service
     loading = asyncio.get_running_loop().run_in_executor(None, service.load)
     monitor = DriftMonitor(service, app.state.sessions, settings.drift_interval_seconds)

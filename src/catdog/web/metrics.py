@@ -41,8 +41,8 @@ REJECTIONS = Counter("catdog_rejections_total", "Requests refused before any wor
 CACHE = Counter("catdog_prediction_cache_total", "Prediction cache lookups", ["result"])
 MODEL_INFO = Gauge(
     "catdog_model_info",
-    "The served model (value 1)",
-    ["model_version", "backbone", "precision"],
+    "The served models (1; 0 once replaced) by content id, alias (production, staging) and registry version",
+    ["model_version", "backbone", "precision", "alias", "registry_version"],
     multiprocess_mode="max",
 )
 DRIFT = Gauge("catdog_drift_value", "Latest drift statistics by test", ["test"], multiprocess_mode="mostrecent")

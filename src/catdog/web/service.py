@@ -1,22 +1,33 @@
-"""The served model: admission, prediction cache, decoding off the event loop, batching, recording.
+"""The served models: admission, prediction cache, decoding off the event loop, batching, recording, hot swap.
 
 One `ModelService` per worker process. A request's image goes: admission (503 past the queue
-bound) -> content hash -> prediction cache -> decode (thread pool) -> MicroBatcher (one ONNX
-Runtime run for many requests, P(dog), pooled features and the Grad-CAM map at once) ->
-answer; recording (database, metrics, drift window, explanation file) never delays the answer
-by more than a queue put.
+bound) -> the slot that answers it (production, or staging for a share of them) -> content
+hash -> prediction cache -> decode (thread pool) -> that slot's MicroBatcher (one ONNX Runtime
+run for many requests, P(dog), pooled features and the Grad-CAM map at once) -> answer;
+recording (database, metrics, drift window, explanation file) never delays the answer by more
+than a queue put.
+
+Hot swap: a watcher thread asks the `ModelSource` every `registry_poll_seconds` which model
+serves each alias. When one changes, the new model is loaded and warmed beside the old one
+(which keeps serving), the slot reference is swapped under a lock, requests that already hold
+the old slot finish on it, and its batcher is stopped once they have. A model that fails to
+load or warm is never installed: the old one keeps serving, `state.swap_error` says why, and
+the same target is retried only after a back-off (or at once when the source names another).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import logging
+import random
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,11 +44,21 @@ from catdog.settings import Settings
 from catdog.web import metrics
 from catdog.web.batching import BatchStats, MicroBatcher, Overloaded
 from catdog.web.explanations import ExplanationStore
+from catdog.web.model_source import ALIASES, PRODUCTION, STAGING, ModelSource, PinnedSource, ServedModel
 
 log = logging.getLogger(__name__)
 
 CLASS_FOLDERS = {"cat": "cats", "dog": "dogs"}
 INLINE_HASH_BYTES = 1 << 20  # uploads under 1 MiB are hashed on the event loop (well under a millisecond)
+# A swap warms batch size 1 only: that first run is where ONNX Runtime sets itself up, and it runs
+# the whole answer path (graph, pet gate, Grad-CAM) once, so a broken model never gets installed.
+# Measured on this 2-core AVX2 box: a batch size's first run costs at most 0.15 s more than its
+# next (VGG16 int8 and fp32, Lite0), while warming sizes 1..16 takes 18-30 s for VGG16 and would
+# compete with the serving model for the cores all that time.
+SWAP_WARMUP_SIZES = (1,)
+RETRY_FIRST_S = 30.0  # a failed target is retried after this back-off (doubling, up to RETRY_MAX_S)
+RETRY_MAX_S = 600.0
+RETIRE_TIMEOUT_S = 300.0  # the longest a replaced model waits for the requests that hold it
 
 
 class NotReady(Exception):
@@ -69,23 +90,74 @@ class _Cached:
 
 
 @dataclass
+class _Slot:
+    """One served model: its predictor, its own batcher, and how many requests hold it now."""
+
+    served: ServedModel
+    predictor: Predictor
+    batcher: MicroBatcher[_Job, _Inferred]
+    users: int = 0  # requests that picked this slot and have not finished (guarded by the slot lock)
+
+    def describe(self) -> str:
+        return f"{self.predictor.version} (registry version {self.served.registry_version})"
+
+
+@dataclass
+class _Failure:
+    target: ServedModel
+    retry_at: float  # time.monotonic() seconds
+    backoff_s: float
+    message: str
+
+
+@dataclass
 class ServiceState:
     phase: str = "starting"  # starting, loading, warming, ready, failed
     error: str | None = None
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
+    swap_error: str | None = None  # why a newer model is not served (the older one still is), else None
+    swaps: int = 0  # models installed after the first one
+    last_swap_at: float | None = None  # time.time() of the latest swap
+    last_swap_seconds: float | None = None  # loading + warming + swapping it took, seconds
 
 
 class ModelService:
-    """Serve one model directory; thread-safe where it meets the event loop and the batch thread."""
+    """Serve the source's production model (and staging for a share of predictions); thread-safe.
 
-    def __init__(self, settings: Settings, model_dir: Path, writer: PredictionWriter | None = None) -> None:
+    Args:
+        settings: the process's settings.
+        model_dir: the production model directory when no `source` is given (PinnedSource).
+        writer: where prediction records go (None: not recorded).
+        source: which model serves which alias; polled every `registry_poll_seconds`.
+    Raises ValueError when neither model_dir nor source is given.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        model_dir: Path | None = None,
+        writer: PredictionWriter | None = None,
+        *,
+        source: ModelSource | None = None,
+    ) -> None:
+        if source is None:
+            if model_dir is None:
+                raise ValueError("ModelService needs a model directory or a model source")
+            source = PinnedSource(model_dir)
         self.settings = settings
-        self.model_dir = Path(model_dir)
+        self.source: ModelSource = source
+        self._model_dir_hint = Path(model_dir) if model_dir is not None else Path()
         self.writer = writer
         self.state = ServiceState()
-        self.predictor: Predictor | None = None
-        self.batcher: MicroBatcher[_Job, _Inferred] | None = None
+        self._slots: dict[str, _Slot] = {}  # replaced whole under _slot_lock, never changed in place
+        self._slot_lock = threading.Lock()
+        self._poll_lock = threading.Lock()  # one poll (load, warm, swap) at a time
+        self._failures: dict[str, _Failure] = {}
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._retiring: list[threading.Thread] = []
+        self._rng = random.Random()  # A/B draws; seeded from the OS per process
         self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.side_pool = ThreadPoolExecutor(1, thread_name_prefix="record")  # explanation files
         self.cache: LRUCache[tuple[str, str], _Cached] = LRUCache(maxsize=max(1, settings.prediction_cache_size))
@@ -95,72 +167,279 @@ class ModelService:
         self.recent: deque[tuple[float, np.ndarray]] = deque(maxlen=settings.drift_window)  # (P(dog), features)
         self.recent_count = 0  # inferred predictions so far: tells the drift monitor whether the window moved
 
-    # --- life cycle ------------------------------------------------------------------------------
-    def load(self) -> None:
-        """Load the model, warm every batch size, start the batcher (blocking; run in a thread)."""
-        try:
-            self.state.phase = "loading"
-            predictor = Predictor(self.model_dir, threads=self.settings.threads, precision=self.settings.precision)
-            self.predictor = predictor
-            self.state.phase = "warming"
-            self._warm_up(predictor)
-            self.batcher = MicroBatcher(
-                self._run_batch,
-                max_batch_size=self.settings.max_batch_size,
-                max_batch_wait_s=self.settings.max_batch_wait_ms / 1000,
-                max_queue_size=self.settings.max_queue_size,
-                on_batch=_observe_batch,
-                name="batcher",
-            )
-            self.batcher.start()
-            metrics.MODEL_INFO.labels(predictor.version, predictor.config.backbone, predictor.precision).set(1)
-            self.state.ready_at = time.time()
-            self.state.phase = "ready"
-            log.info(
-                "ready on http://%s:%d (model %s, %s)",
-                self.settings.host,
-                self.settings.port,
-                predictor.version,
-                predictor.precision,
-                extra={
-                    "model_version": predictor.version,
-                    "precision": predictor.precision,
-                    "model_dir": str(self.model_dir),
-                },
-            )
-        except Exception as exc:
-            self.state.phase, self.state.error = "failed", f"{type(exc).__name__}: {exc}"
-            log.exception("model failed to load")
+    # --- what serves -----------------------------------------------------------------------------
+    @property
+    def predictor(self) -> Predictor | None:
+        """The production predictor (None until the first model is loaded)."""
+        slot = self._slots.get(PRODUCTION)
+        return None if slot is None else slot.predictor
 
-    def _warm_up(self, predictor: Predictor) -> None:
-        """One run per batch size, so no request pays a first-run allocation (Triton's model warmup)."""
-        size = predictor.normalization.size
-        gate = predictor.gate is not None
-        for n in self.settings.warmup_sizes():
-            images = np.full((n, size, size, 3), 127, np.uint8)
-            started = time.perf_counter()
-            predictor.infer(images, images if gate else None)
-            log.info("warmed batch size %d in %.2f s", n, time.perf_counter() - started)
+    @property
+    def batcher(self) -> MicroBatcher[_Job, _Inferred] | None:
+        """The production model's batcher (None until the first model is loaded)."""
+        slot = self._slots.get(PRODUCTION)
+        return None if slot is None else slot.batcher
 
-    def close(self) -> None:
-        """Answer what is queued, then stop threads (the database writer is closed by its owner)."""
-        if self.batcher is not None:
-            self.batcher.stop()
-        self.decode_pool.shutdown(wait=True)
-        self.side_pool.shutdown(wait=True)
+    @property
+    def model_dir(self) -> Path:
+        """The production model's directory (before the first load: the one being loaded)."""
+        slot = self._slots.get(PRODUCTION)
+        return self._model_dir_hint if slot is None else slot.served.model_dir
+
+    def served(self) -> dict[str, dict[str, Any] | None]:
+        """What answers now: {"production": {"version": int | None, "model_version": str} | None, "staging": ...}.
+
+        "version" is the registry version (None for a pinned directory), "model_version" the content id.
+        """
+        slots = self._slots
+        return {
+            alias: None
+            if alias not in slots
+            else {"version": slots[alias].served.registry_version, "model_version": slots[alias].predictor.version}
+            for alias in ALIASES
+        }
 
     @property
     def ready(self) -> bool:
         return self.state.phase == "ready"
 
-    # --- the batch thread -------------------------------------------------------------------------
+    # --- life cycle ------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load production, warm every batch size, start serving, then start watching the source.
+
+        Blocking (run it in a thread). A failure leaves phase "failed" with the reason in
+        state.error; the watcher retries after a back-off, or at once when the source changes.
+        """
+        target: ServedModel | None = None
+        try:
+            self.state.phase = "loading"
+            target = self._production_target(self.source.resolve())
+            self._model_dir_hint = target.model_dir
+            slot = self._open(target, self.settings.warmup_sizes(), initial=True)
+            self._install(PRODUCTION, slot)
+            self.state.ready_at = time.time()
+            self.state.phase = "ready"
+            self._log_ready(slot)
+        except Exception as exc:
+            self.state.phase, self.state.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("model failed to load")
+            if target is not None:
+                self._failed(PRODUCTION, target, exc)
+        finally:
+            self._start_watcher()
+
+    def _production_target(self, targets: dict[str, ServedModel]) -> ServedModel:
+        if PRODUCTION not in targets:
+            raise LookupError(f"{self.source!r} names no production model")
+        return targets[PRODUCTION]
+
+    def _log_ready(self, slot: _Slot) -> None:
+        predictor = slot.predictor
+        log.info(
+            "ready on http://%s:%d (model %s, %s)",
+            self.settings.host,
+            self.settings.port,
+            predictor.version,
+            predictor.precision,
+            extra={
+                "model_version": predictor.version,
+                "registry_version": slot.served.registry_version,
+                "precision": predictor.precision,
+                "model_dir": str(slot.served.model_dir),
+            },
+        )
+
+    def _open(self, target: ServedModel, sizes: Iterable[int], *, initial: bool = False) -> _Slot:
+        """A slot for `target`: its predictor (reused when another slot serves the same model), warmed, batching.
+
+        Raises whatever loading or warming raises (ModelDirError, ONNX Runtime errors, ...).
+        """
+        twin = next((s for s in self._slots.values() if target.same_model(s.served)), None)
+        if twin is not None:  # e.g. staging promoted to production: already loaded and warm
+            predictor = twin.predictor
+        else:
+            predictor = Predictor(target.model_dir, threads=self.settings.threads, precision=self.settings.precision)
+            if initial:
+                self.state.phase = "warming"
+            self._warm_up(predictor, sizes)
+        batcher: MicroBatcher[_Job, _Inferred] = MicroBatcher(
+            functools.partial(self._infer, predictor),
+            max_batch_size=self.settings.max_batch_size,
+            max_batch_wait_s=self.settings.max_batch_wait_ms / 1000,
+            max_queue_size=self.settings.max_queue_size,
+            on_batch=_observe_batch,
+            name=f"batcher-{target.alias}",
+        )
+        batcher.start()
+        return _Slot(target, predictor, batcher)
+
+    def _warm_up(self, predictor: Predictor, sizes: Iterable[int]) -> None:
+        """One run of the whole answer path per batch size, so no request pays a first-run allocation."""
+        size = predictor.normalization.size
+        gate = predictor.gate is not None
+        for n in sizes:
+            image = np.full((size, size, 3), 127, np.uint8)
+            started = time.perf_counter()
+            self._infer(predictor, [_Job(image, image if gate else None)] * n)
+            log.info("warmed %s batch size %d in %.2f s", predictor.version, n, time.perf_counter() - started)
+
+    def _install(self, alias: str, slot: _Slot | None) -> None:
+        """Swap `alias` to `slot` (None: stop serving it) at once; the old slot retires in the background."""
+        if slot is not None and self._stopping.is_set():
+            slot.batcher.stop()
+            return
+        with self._slot_lock:
+            old = self._slots.get(alias)
+            slots = {k: v for k, v in self._slots.items() if k != alias}
+            if slot is not None:
+                slots[alias] = slot
+            self._slots = slots
+        _show_model(alias, old, 0)
+        _show_model(alias, slot, 1)
+        if alias == PRODUCTION and old is not None:
+            self.recent.clear()  # the drift window describes the production model
+        if old is not None:
+            self._retire(old)
+
+    def _retire(self, old: _Slot) -> None:
+        """Stop the old slot's batcher once no request holds the slot (they finish on it first)."""
+
+        def wait_then_stop() -> None:
+            deadline = time.monotonic() + RETIRE_TIMEOUT_S
+            while old.users > 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if old.users > 0:
+                log.warning("%d requests still hold %s after %.0f s", old.users, old.describe(), RETIRE_TIMEOUT_S)
+            old.batcher.stop()  # answers whatever is still queued
+            log.info("retired %s", old.describe())
+
+        thread = threading.Thread(target=wait_then_stop, name="retire", daemon=True)
+        self._retiring = [t for t in self._retiring if t.is_alive()] + [thread]
+        thread.start()
+
+    def close(self) -> None:
+        """Stop watching, answer what is queued, then stop threads (the database writer is closed by its owner)."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=60)
+        for thread in self._retiring:
+            thread.join(timeout=RETIRE_TIMEOUT_S)
+        for slot in self._slots.values():
+            slot.batcher.stop()
+        self.decode_pool.shutdown(wait=True)
+        self.side_pool.shutdown(wait=True)
+
+    # --- watching the source (the watcher thread) ---------------------------------------------------
+    def _start_watcher(self) -> None:
+        if self._watcher is None and not self._stopping.is_set():
+            self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.settings.registry_poll_seconds):
+            try:
+                self.poll()
+            except Exception:  # never let anything end the watcher
+                log.exception("model source poll failed")
+
+    def poll(self) -> None:
+        """Ask the source once and swap every alias whose model changed (blocking: loads and warms)."""
+        with self._poll_lock:
+            try:
+                targets = self.source.resolve()
+            except Exception as exc:
+                self.state.swap_error = f"the model source failed: {type(exc).__name__}: {exc}"
+                log.warning("model source %r failed: %s", self.source, exc)
+                return
+            wanted = self._wanted(targets)
+            for alias in ALIASES:
+                self._reconcile(alias, wanted[alias])
+            self.state.swap_error = self._failure_text()
+
+    def _failure_text(self) -> str | None:
+        return "; ".join(f.message for f in self._failures.values()) or None
+
+    def _wanted(self, targets: dict[str, ServedModel]) -> dict[str, ServedModel | None]:
+        """Production as the source says (kept when it names none); staging only for A/B and when different."""
+        production = targets.get(PRODUCTION)
+        staging = targets.get(STAGING)
+        if self.settings.ab_staging_share <= 0 or staging is None or staging.same_model(production):
+            staging = None
+        return {PRODUCTION: production, STAGING: staging}
+
+    def _reconcile(self, alias: str, target: ServedModel | None) -> None:
+        current = self._slots.get(alias)
+        if target is None:
+            self._failures.pop(alias, None)
+            if alias == STAGING and current is not None:
+                log.info("staging %s is no longer served", current.describe())
+                self._install(STAGING, None)
+            return  # production without a target keeps serving what it serves
+        if current is not None and target.same_model(current.served):
+            self._failures.pop(alias, None)  # back to what serves: an earlier failure no longer matters
+            return
+        failure = self._failures.get(alias)
+        if failure is not None and failure.target == target and time.monotonic() < failure.retry_at:
+            return
+        self._swap(alias, target, current)
+
+    def _swap(self, alias: str, target: ServedModel, current: _Slot | None) -> None:
+        """Load and warm `target` beside the current slot, then install it; on failure keep the current one."""
+        started = time.perf_counter()
+        first = alias == PRODUCTION and current is None  # nothing serves yet: a start-up load after all
+        if first:
+            self.state.phase = "loading"
+        sizes = self.settings.warmup_sizes() if current is None else SWAP_WARMUP_SIZES
+        try:
+            slot = self._open(target, sizes, initial=first)
+        except Exception as exc:
+            if first:
+                self.state.phase = "failed"
+            self._failed(alias, target, exc)
+            return
+        self._failures.pop(alias, None)  # the state first, so whoever sees the new model sees it too
+        self.state.swap_error = self._failure_text()
+        seconds = time.perf_counter() - started
+        self.state.swaps += 1
+        self.state.last_swap_at, self.state.last_swap_seconds = time.time(), seconds
+        self._install(alias, slot)
+        old = current.describe() if current else "nothing"
+        log.info("%s: %s replaces %s after %.2f s", alias, slot.describe(), old, seconds)
+        if alias == PRODUCTION and not self.ready:  # the first load had failed: serving now
+            self.state.ready_at = time.time()
+            self.state.phase, self.state.error = "ready", None
+            self._log_ready(slot)
+
+    def _failed(self, alias: str, target: ServedModel, exc: Exception) -> None:
+        """Remember a failed target: retried after a doubling back-off, or when the source names another."""
+        previous = self._failures.get(alias)
+        backoff = RETRY_FIRST_S
+        if previous is not None and previous.target == target:
+            backoff = min(previous.backoff_s * 2, RETRY_MAX_S)
+        message = (
+            f"{alias} registry version {target.registry_version} ({target.model_dir}) failed to load: "
+            f"{type(exc).__name__}: {exc}; retry in {backoff:.0f} s"
+        )
+        self._failures[alias] = _Failure(target, time.monotonic() + backoff, backoff, message)
+        self.state.swap_error = message
+        if alias == PRODUCTION and not self.ready:
+            self.state.error = f"{type(exc).__name__}: {exc}"
+        log.error("%s", message, exc_info=exc)
+
+    # --- the batch threads ---------------------------------------------------------------------------
     def _run_batch(self, jobs: list[_Job]) -> list[_Inferred]:
-        assert self.predictor is not None
+        """One run of the production model (each slot's batcher runs `_infer` with its own predictor)."""
+        predictor = self.predictor
+        assert predictor is not None
+        return self._infer(predictor, jobs)
+
+    @staticmethod
+    def _infer(predictor: Predictor, jobs: list[_Job]) -> list[_Inferred]:
         images = np.stack([job.image for job in jobs])
         gates = [job.gate for job in jobs]
         gate_images = np.stack(gates) if all(g is not None for g in gates) else None  # type: ignore[arg-type]
-        out = self.predictor.infer(images, gate_images)
-        cams = self.predictor.cams(out)  # Grad-CAM of each image's predicted class
+        out = predictor.infer(images, gate_images)
+        cams = predictor.cams(out)  # Grad-CAM of each image's predicted class
         pet = out.pet_score
         return [
             _Inferred(float(out.p_dog[i]), None if pet is None else float(pet[i]), out.features[i], cams[i])
@@ -196,37 +475,67 @@ class ModelService:
     async def predict(
         self, data: bytes, *, filename: str | None, endpoint: str, request_id: str | None, explain: bool = False
     ) -> dict[str, Any]:
-        """One admitted image -> the answer dict. Raises ImageDecodeError for unreadable bytes."""
-        assert self.predictor is not None and self.batcher is not None
+        """One admitted image -> the answer dict. Raises ImageDecodeError for unreadable bytes.
+
+        The slot picked here answers the whole request, even when a swap replaces it meanwhile.
+        """
+        slot = self._pick()
+        try:
+            return await self._predict_on(slot, data, filename, endpoint, request_id, explain)
+        finally:
+            with self._slot_lock:
+                slot.users -= 1
+
+    def _pick(self) -> _Slot:
+        """Production, or staging with probability ab_staging_share; held until the request ends."""
+        with self._slot_lock:
+            slot = self._slots[PRODUCTION]
+            staging = self._slots.get(STAGING)
+            if staging is not None and self._rng.random() < self.settings.ab_staging_share:
+                slot = staging
+            slot.users += 1
+            return slot
+
+    async def _predict_on(
+        self, slot: _Slot, data: bytes, filename: str | None, endpoint: str, request_id: str | None, explain: bool
+    ) -> dict[str, Any]:
         started = time.perf_counter()
-        version = self.predictor.version
         loop = asyncio.get_running_loop()
         if len(data) < INLINE_HASH_BYTES:
             digest = hashlib.sha256(data).hexdigest()
         else:  # hashing 20 MB takes ~40 ms: not on the event loop
             digest = await loop.run_in_executor(self.decode_pool, _sha256, data)
-        cached = self._cache_get((digest, version))
+        key = (digest, slot.predictor.version)  # answers never cross model versions
+        cached = self._cache_get(key)
+        batch_size = None
         if cached is not None:
             metrics.CACHE.labels("hit").inc()
-            answer = self._answer_from_cache(cached, filename, started)
-            batch_size = None
+            answer = self._answer_from_cache(slot, cached, filename, started)
         else:
             metrics.CACHE.labels("miss").inc()
-            image, gate = await loop.run_in_executor(self.decode_pool, self.predictor.decode, data)
-            inferred, stats = await self.batcher.submit(_Job(image, gate))
-            answer = self._answer(inferred, filename, started)
-            self._cache_put((digest, version), answer)
-            self.recent.append((inferred.p_dog, inferred.features))
-            self.recent_count += 1
-            self.side_pool.submit(self.explanations.save, answer["prediction_id"], image, inferred.cam)
-            batch_size = stats.size
-            if explain:
-                png = await loop.run_in_executor(self.decode_pool, overlay_png, image, inferred.cam)
-                answer["explanation"] = "data:image/png;base64," + base64.b64encode(png).decode()
+            answer, batch_size = await self._infer_answer(slot, data, filename, started, explain)
+            self._cache_put(key, answer)
         if explain and "explanation" not in answer:
             answer["explanation"] = await self.explanation_data_url(answer["prediction_id"])
         self._record(answer, digest, endpoint, request_id, batch_size)
         return answer
+
+    async def _infer_answer(
+        self, slot: _Slot, data: bytes, filename: str | None, started: float, explain: bool
+    ) -> tuple[dict[str, Any], int]:
+        """Decode, run through the slot's batcher, answer; (answer, images in the run)."""
+        loop = asyncio.get_running_loop()
+        image, gate = await loop.run_in_executor(self.decode_pool, slot.predictor.decode, data)
+        inferred, stats = await slot.batcher.submit(_Job(image, gate))
+        answer = self._answer(slot, inferred, filename, started)
+        if slot is self._slots.get(PRODUCTION):  # the drift window describes the production model
+            self.recent.append((inferred.p_dog, inferred.features))
+            self.recent_count += 1
+        self.side_pool.submit(self.explanations.save, answer["prediction_id"], image, inferred.cam)
+        if explain:
+            png = await loop.run_in_executor(self.decode_pool, overlay_png, image, inferred.cam)
+            answer["explanation"] = "data:image/png;base64," + base64.b64encode(png).decode()
+        return answer, stats.size
 
     async def explanation_png(self, prediction_id: str) -> bytes | None:
         """The heat map over the photo for a recent prediction, or None when unknown or pruned."""
@@ -242,9 +551,8 @@ class ModelService:
         return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode()
 
     # --- helpers ---------------------------------------------------------------------------------------
-    def _answer(self, inferred: _Inferred, filename: str | None, started: float) -> dict[str, Any]:
-        assert self.predictor is not None
-        prediction = self.predictor.prediction(filename, inferred.p_dog, inferred.pet_score)
+    def _answer(self, slot: _Slot, inferred: _Inferred, filename: str | None, started: float) -> dict[str, Any]:
+        prediction = slot.predictor.prediction(filename, inferred.p_dog, inferred.pet_score)
         is_dog = prediction.predicted_class == "dog"
         prediction_id = uuid.uuid4().hex
         answer: dict[str, Any] = {
@@ -260,17 +568,19 @@ class ModelService:
             "pet_score": prediction.pet_score,
             "is_valid": prediction.is_pet is not False,
             "message": None if prediction.is_pet is not False else "This does not look like a cat or a dog.",
-            "model_version": self.predictor.version,
-            "precision": self.predictor.precision,
+            "model_version": slot.predictor.version,
+            "registry_version": slot.served.registry_version,
+            "precision": slot.predictor.precision,
             "cached": False,
             "explanation_url": f"/api/explain/{prediction_id}",
         }
         return self._stamp(answer, started)
 
-    def _answer_from_cache(self, cached: _Cached, filename: str | None, started: float) -> dict[str, Any]:
+    def _answer_from_cache(self, slot: _Slot, cached: _Cached, filename: str | None, started: float) -> dict[str, Any]:
         prediction_id = uuid.uuid4().hex
         self.explanations.alias(prediction_id, cached.prediction_id)
         answer = {**cached.answer, "prediction_id": prediction_id, "filename": filename, "cached": True}
+        answer["registry_version"] = slot.served.registry_version  # the same files may be a newer version
         answer["explanation_url"] = f"/api/explain/{prediction_id}"
         return self._stamp(answer, started)
 
@@ -334,6 +644,16 @@ class ModelService:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _show_model(alias: str, slot: _Slot | None, value: int) -> None:
+    """catdog_model_info: 1 for each served model, 0 for one that was replaced."""
+    if slot is not None:
+        predictor = slot.predictor
+        version = "" if slot.served.registry_version is None else str(slot.served.registry_version)
+        metrics.MODEL_INFO.labels(
+            predictor.version, predictor.config.backbone, predictor.precision, alias, version
+        ).set(value)
 
 
 def _observe_batch(stats: BatchStats) -> None:
