@@ -56,13 +56,12 @@ def new_photos(data: Path, n: int, seed: int) -> list[tuple[str, bytes]]:
     for index in range(n):
         class_dir = ("cats", "dogs")[index % 2]
         source = rng.choice(sorted((data / "train" / class_dir).iterdir()))
-        with Image.open(source) as image:
-            image = ImageOps.mirror(image.convert("RGB"))
-            w, h = image.size
-            cut = rng.randint(2, 12)
-            image = image.crop((cut, cut, w - cut, h - cut))
-            buffer = io.BytesIO()
-            image.save(buffer, "JPEG", quality=rng.randint(85, 95))
+        with Image.open(source) as opened:
+            mirrored = ImageOps.mirror(opened.convert("RGB"))
+        w, h = mirrored.size
+        cut = rng.randint(2, 12)
+        buffer = io.BytesIO()
+        mirrored.crop((cut, cut, w - cut, h - cut)).save(buffer, "JPEG", quality=rng.randint(85, 95))
         out.append((class_dir, buffer.getvalue()))
     return out
 

@@ -82,8 +82,33 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         write_json(metrics_path(result.model_dir, metrics["model"]["precision"]), metrics)
         summary["test"] = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1", "log_loss", "n")}
+    if not args.no_register:
+        summary["registered_version"] = _register_trained(config, result, metrics if "test" in summary else {})
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _register_trained(config: Any, result: Any, metrics: dict[str, Any]) -> int:
+    """An MLflow run for this training and a registered model version (no alias moves)."""
+    from catdog.ml.artifacts import ModelConfig
+    from catdog.registry import Registry
+    from catdog.settings import get_settings
+
+    registry = Registry(get_settings())
+    registry.bootstrap()  # the shipped models are versions 1 and 2 on a fresh registry
+    data = ModelConfig.load(result.model_dir).data
+    dataset = {"name": "catdog-train", "digest": data.get("fingerprint"), "counts": data.get("counts")}
+    dataset |= {"uploads": 0, "root": data.get("root")}
+    version = registry.log_training_run(
+        result.model_dir,
+        source="train",
+        params=config.to_dict(),
+        history=result.history,
+        test_metrics=metrics,
+        dataset=dataset,
+    )
+    print(f"registered as version {version.version} ({version.model_version})", file=sys.stderr)
+    return version.version
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -213,6 +238,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(model=args.model_dir, host=args.host, port=args.port, workers=args.workers)
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Consume retraining jobs from the queue (CATDOG_QUEUE_URL) until interrupted, at a lower CPU priority."""
+    from catdog.jobs.worker import run_worker
+    from catdog.settings import get_settings
+    from catdog.web.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return run_worker(settings)
+
+
 def cmd_reference(args: argparse.Namespace) -> int:
     """Write MODEL/drift_reference.npz: the test split's P(dog) and training-image features (catdog.ml.drift)."""
     from catdog.ml.drift import DriftReference, build_reference
@@ -299,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=_int_list, default=(256, 128), help="head layer widths, e.g. 256,128")
     p.add_argument("--dropout", type=_float_list, default=(0.5, 0.3), help="dropout after each layer, e.g. 0.5,0.3")
     p.add_argument("--no-eval", action="store_true", help="skip evaluating on DIR/test")
+    p.add_argument("--no-register", action="store_true", help="do not log an MLflow run nor register a version")
     p.add_argument(
         "--finetune-last-block",
         action="store_true",
@@ -323,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     _add_precision(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("worker", help="run retraining jobs from the queue (make run starts one beside the server)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("serve", help="start the web platform (pages, API, monitoring) on CATDOG_HOST:CATDOG_PORT")
     p.add_argument("--model", dest="model_dir", default=None, help="model directory (default: the shipped vgg16)")

@@ -23,12 +23,14 @@ import catdog
 from catdog.db.session import make_engine, migrate, session_factory
 from catdog.db.writer import PredictionWriter
 from catdog.settings import Settings, get_settings
+from catdog.uploads import UploadStore
+from catdog.web.auth import resolve_admin_token
 from catdog.web.errors import install_error_handlers
 from catdog.web.logs import configure_logging
 from catdog.web.middleware import EarlyRefusal, RequestContext, UploadSizeLimit
-from catdog.web.model_source import ModelSource, PinnedSource
+from catdog.web.model_source import ModelSource, PinnedSource, RegistrySource
 from catdog.web.monitor import DriftMonitor
-from catdog.web.routes import explain, monitoring, pages, predict, status
+from catdog.web.routes import explain, feedback, models, monitoring, pages, predict, retrain, status, uploads
 from catdog.web.service import ModelService
 
 log = logging.getLogger(__name__)
@@ -54,10 +56,14 @@ def create_app(
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    app.state.model_dir = Path(model_dir) if model_dir else settings.default_model_dir
     app.state.monitor = None
     install_error_handlers(app)
-    for module in (predict, explain, status, monitoring, pages):
+    app.state.admin_token, _ = resolve_admin_token(settings)
+    app.state.uploads = UploadStore(settings.uploads_dir, settings.data_dir / "train")
+    app.state.queue = None  # made on first use (catdog.web.deps)
+    app.state.registry = None  # made on first use, or now when the registry says what serves
+    _choose_model(app, settings, model_dir)
+    for module in (predict, explain, status, monitoring, uploads, retrain, models, feedback, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/docs", _swagger_ui, include_in_schema=False)
@@ -65,6 +71,22 @@ def create_app(
     app.add_middleware(UploadSizeLimit, limit=_upload_limit(settings))
     app.add_middleware(RequestContext)
     return app
+
+
+def _choose_model(app: FastAPI, settings: Settings, model_dir: Path | None) -> None:
+    """An explicit directory (argument, else CATDOG_PINNED_MODEL) serves as it is; else the registry's aliases."""
+    pinned = model_dir or settings.pinned_model
+    if pinned is not None:
+        app.state.model_dir = Path(pinned)
+        return
+    from catdog.registry import Registry
+
+    registry = Registry(settings)
+    registry.bootstrap()  # a no-op once the shipped models are registered (catdog serve did it)
+    app.state.registry = registry
+    app.state.model_source = RegistrySource(registry)
+    production = registry.aliases().get("production")
+    app.state.model_dir = registry.local_model_dir(production) if production is not None else settings.default_model_dir
 
 
 def _refusal(app: FastAPI) -> tuple[str, float] | None:

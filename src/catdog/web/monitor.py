@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ class DriftMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reference: DriftReference | None = None
+        self._reference_dir: Path | None = None  # the model directory the reference (and the child) belong to
         self.reference_error: str | None = None
         self._checked_at_count = -1
         self.latest: dict[str, Any] | None = None  # this worker's newest report, stored or not
@@ -72,13 +74,29 @@ class DriftMonitor:
                 log.exception("drift check failed")
 
     def reference(self) -> DriftReference | None:
+        self._follow_swaps()
         if self._reference is None and self.reference_error is None:
+            self._reference_dir = self.service.model_dir
             try:
                 self._reference = DriftReference.load(self.service.model_dir)
             except (OSError, ValueError, KeyError) as exc:
                 self.reference_error = f"no drift reference in {self.service.model_dir}: {exc}"
                 log.warning(self.reference_error)
         return self._reference
+
+    def _follow_swaps(self) -> None:
+        """After production was swapped, drop the old model's reference and drift child process."""
+        current = self.service.model_dir
+        if self._reference_dir is None or current == self._reference_dir:
+            return
+        log.info("production is now %s: drift is measured against its own reference", current)
+        with self._pool_lock:
+            old, self._pool = self._pool, None
+        if old is not None:
+            old.shutdown(wait=False, cancel_futures=True)
+        self._reference, self.reference_error, self._reference_dir = None, None, None
+        self._checked_at_count = -1
+        self.latest = None
 
     def _compute(
         self, recent_p: np.ndarray, recent_features: np.ndarray, precision: str, min_samples: int
