@@ -210,6 +210,7 @@ def retrain(
     """Train, evaluate, register and gate one new version; returns the job's result dict."""
     from catdog.ml.artifacts import PLOTS_DIR, metrics_path, write_json
     from catdog.ml.evaluate import evaluate_on_features
+    from catdog.ml.features import AugmentRecipe
     from catdog.ml.train import TrainConfig, train
     from catdog.registry import Registry
 
@@ -227,7 +228,11 @@ def retrain(
     workdir.mkdir(parents=True)
     model_dir = workdir / "model"
     config = TrainConfig(
-        data=str(settings.data_dir), out=str(model_dir), backbone=backbone, extra_data=[str(settings.uploads_dir)]
+        data=str(settings.data_dir),
+        out=str(model_dir),
+        backbone=backbone,
+        extra_data=[str(settings.uploads_dir)],
+        augment=AugmentRecipe(seed=TrainConfig.seed),  # as `catdog train` does: its cached views serve here too
     )
     trained = train(config, progress=False, on_progress=progress)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ def start_child(model_dir: str) -> None:
     second of one core at window 500) instead of taking cores from the batch thread.
     """
     global _reference
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops this child
     with contextlib.suppress(AttributeError, OSError):
         os.nice(19)
     threadpool_limits(1)
