@@ -41,8 +41,8 @@ browser:
 		|| echo "warning: could not install chromium; the browser tests will be skipped"; }
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench docs
+	$(VENV)/bin/ruff format --check src tests bench docs
 
 typecheck: install
 	$(VENV)/bin/mypy

@@ -50,8 +50,16 @@ def main() -> int:
     run_ids = [run.info.run_id for run in runs]
     port = free_port()
     ui = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-         "--port", str(port)],
+        [
+            str(ROOT / ".venv" / "bin" / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
