@@ -119,3 +119,14 @@ def test_too_little_data_is_refused_up_front(tmp_path: Path, shipped_lite0: Path
     with pytest.raises(NotEnoughData, match="no base training set"):
         check_training_data(nowhere)
     assert check_training_data(settings.model_copy(update={"retrain_min_per_class": 5}))["base"]["cats"] == 16
+
+
+def test_a_full_disk_is_named_as_such() -> None:
+    import errno
+
+    from catdog.jobs.retrain import _disk_reason
+
+    full = _disk_reason(OSError(errno.ENOSPC, "No space left on device", "/state/jobs/x/model/model.onnx"))
+    assert full.startswith("the disk is full (/state/jobs/x/model/model.onnx)") and "production is unchanged" in full
+    denied = _disk_reason(PermissionError(errno.EACCES, "Permission denied", "/models"))
+    assert denied.startswith("cannot write (/models): Permission denied")

@@ -191,3 +191,22 @@ def test_feedback_counts_per_version_and_feeds_training(platform: TestClient) ->
     assert added["status"] == "stored" and added["class"] == wrong + "s"
     uploads = platform.get("/api/uploads").json()["uploads"]
     assert uploads[0]["source"] == "feedback"
+
+
+def test_everything_is_there_after_a_restart(platform: TestClient) -> None:
+    """Registry, uploads, jobs and history live in the state folder and the database, not in the process."""
+    platform.post("/api/upload-training-data?class_name=cats", files=_files(_photos("test", "cats", 1)), headers=ADMIN)
+    job = platform.post("/api/retrain", headers=ADMIN).json()["job_id"]
+    platform.post(f"/api/retrain/{job}/cancel", headers=ADMIN)
+    _wait_job(platform)
+    answer = platform.post("/api/predict", files=_files(_photos("test", "dogs", 1), "file")).json()
+    platform.post("/api/feedback", json={"prediction_id": answer["prediction_id"], "correct_label": "dog"})
+    settings = platform.app.state.settings  # type: ignore[attr-defined]
+    with TestClient(create_app(settings, configure_logs=False)) as again:
+        wait_ready(again)
+        assert again.get("/api/uploads").json()["total"] == 1
+        assert [j["job_id"] for j in again.get("/api/retrain/jobs").json()["jobs"]] == [job]
+        assert again.get("/api/models").json()["production"] == 1
+        versions = again.get("/api/monitoring").json()["versions"]
+        assert sum(v["feedback"]["n"] for v in versions) == 1
+        assert again.get("/api/status").json()["total_predictions"] >= 1
