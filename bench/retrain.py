@@ -22,7 +22,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps
+from serving import free_port, wait_ready  # bench/ is the script's folder, so its sibling imports
 
 from catdog.ml.precision import describe_cpu_line
 
@@ -105,12 +105,6 @@ def retrain(base: str) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(state: Path, data: Path, port: int) -> subprocess.Popen[bytes]:
     env = os.environ | {
         "CATDOG_STATE_DIR": str(state),
@@ -120,21 +114,6 @@ def start_server(state: Path, data: Path, port: int) -> subprocess.Popen[bytes]:
         "CATDOG_LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen([str(CATDOG), "serve"], env=env, start_new_session=True)
-
-
-def wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 600) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(base + "/ready", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the server never got ready")
 
 
 def report(label: str, run: dict[str, Any]) -> None:

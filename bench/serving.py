@@ -129,11 +129,16 @@ def server(model: Path, **settings: object) -> Iterator[str]:
             wait_ready(base, process)
             yield base
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT (a clean shutdown), then SIGKILL after 60 s."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 900) -> None:
@@ -328,11 +333,7 @@ def file_source_server(first: Path, **settings: object) -> Iterator[tuple[str, S
             wait_ready(base, process)
             yield base, lambda version, model: write_source(source, version, model or first)
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
 
 
 def promote(base: str, token: str) -> SwitchFn:
