@@ -17,31 +17,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from catdog.db.models import Upload, UploadSource
 from catdog.errors import UsageProblem
 from catdog.ml.data import CLASS_DIRS, IMAGE_SUFFIXES
-from catdog.ml.preprocessing import open_image
+from catdog.ml.preprocessing import image_kind, open_image
 
-# Pillow format -> the suffix training reads; anything else is stored as a lossless PNG.
+# Format (by magic bytes) -> the suffix training reads; anything else is stored as a lossless PNG.
 SUFFIXES = {
     "JPEG": ".jpg",
-    "MPO": ".jpg",
     "PNG": ".png",
     "GIF": ".gif",
     "BMP": ".bmp",
     "TIFF": ".tif",
-    "WEBP": ".webp",
+    "WebP": ".webp",
     "HEIF": ".heic",
     "AVIF": ".avif",
 }
+BROWSER_SUFFIXES = {".jpg", ".png", ".gif", ".bmp", ".webp", ".avif"}  # what browsers show as they are
 
 
 class UnknownClass(UsageProblem):
     """A class name other than the data set's folders (cats, dogs)."""
+
+
+class InTestSplit(UsageProblem):
+    """The photo is in the test split: training on it would make every evaluation dishonest."""
+
+    def __init__(self) -> None:
+        super().__init__("this photo is in the test split; training on it would make the evaluation dishonest")
 
 
 @dataclass(frozen=True)
@@ -74,12 +80,12 @@ def check_class(class_name: str) -> str:
 class UploadStore:
     """The uploads folder plus its rows; thread-safe (one lock around writes)."""
 
-    def __init__(self, root: Path, base_train_dir: Path | None) -> None:
+    def __init__(self, root: Path, base_train_dir: Path | None, test_dir: Path | None = None) -> None:
         self.root = Path(root)
         self.base_train_dir = base_train_dir
+        self.test_dir = test_dir
         self._lock = threading.Lock()
-        self._base_hashes: frozenset[str] | None = None
-        self._base_stamp: tuple[int, int] | None = None
+        self._hashes: dict[Path, tuple[tuple[int, int], frozenset[str]]] = {}
 
     # --- writing -----------------------------------------------------------------------------------
     def ensure_folders(self) -> None:
@@ -90,9 +96,14 @@ class UploadStore:
     def add(
         self, session: Session, data: bytes, class_name: str, filename: str | None, source: UploadSource
     ) -> StoredImage:
-        """Check, store and record one image. Raises ImageDecodeError (one line) for unreadable bytes."""
+        """Check, store and record one image.
+
+        Raises ImageDecodeError (one line) for unreadable bytes, InTestSplit for a photo of the test split.
+        """
         check_class(class_name)
         image = open_image(data)  # the decoding path predictions use: the same verdict on the same bytes
+        if hashlib.sha256(data).hexdigest() in self.test_hashes():
+            raise InTestSplit()
         data, suffix = _storable(data)
         digest = hashlib.sha256(data).hexdigest()
         name = _display_name(filename)
@@ -148,15 +159,22 @@ class UploadStore:
         return (path, row) if path.is_file() else None
 
     def base_hashes(self) -> frozenset[str]:
-        """sha256 of every file of the base training set, read once and again when the folder changes."""
-        base = self.base_train_dir
-        if base is None or not all((base / name).is_dir() for name in CLASS_DIRS):
+        """sha256 of every file of the base training set (read once, again when the folder changes)."""
+        return self._hashes_of(self.base_train_dir)
+
+    def test_hashes(self) -> frozenset[str]:
+        """sha256 of every file of the test split (read once, again when the folder changes)."""
+        return self._hashes_of(self.test_dir)
+
+    def _hashes_of(self, folder: Path | None) -> frozenset[str]:
+        if folder is None or not all((folder / name).is_dir() for name in CLASS_DIRS):
             return frozenset()
-        stamp = _folder_stamp(base)
-        if self._base_hashes is None or stamp != self._base_stamp:
-            self._base_hashes = frozenset(_hash_files(base))
-            self._base_stamp = stamp
-        return self._base_hashes
+        stamp = _folder_stamp(folder)
+        known = self._hashes.get(folder)
+        if known is None or known[0] != stamp:
+            known = (stamp, frozenset(_hash_files(folder)))
+            self._hashes[folder] = known
+        return known[1]
 
 
 def list_uploads(session: Session, class_name: str | None, limit: int, offset: int) -> tuple[list[Upload], int]:
@@ -192,15 +210,22 @@ def upload_dict(row: Upload) -> dict[str, Any]:
 
 
 def _storable(data: bytes) -> tuple[bytes, str]:
-    """(bytes to keep, suffix): the original where training reads its format, else a lossless PNG."""
-    with Image.open(io.BytesIO(data)) as probe:
-        kind = probe.format or ""
-    suffix = SUFFIXES.get(kind)
+    """(bytes to keep, suffix): the original where training reads its format, else a lossless PNG.
+
+    The format comes from the magic bytes, never from Pillow's own opener, which refuses files the
+    decoding path reads (a PNG whose text chunks exceed Pillow's limit).
+    """
+    suffix = SUFFIXES.get(image_kind(data) or "")
     if suffix is not None and suffix in IMAGE_SUFFIXES:
         return data, suffix
+    return png_bytes(data), ".png"
+
+
+def png_bytes(data: bytes) -> bytes:
+    """The image as a PNG, through the one decoding path (upright 8-bit RGB)."""
     buffer = io.BytesIO()
     open_image(data).save(buffer, format="PNG")
-    return buffer.getvalue(), ".png"
+    return buffer.getvalue()
 
 
 def _display_name(filename: str | None) -> str | None:

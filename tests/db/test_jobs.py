@@ -47,6 +47,15 @@ def test_progress_heartbeat_and_cancel(sessions: sessionmaker[Session]) -> None:
             jobs.request_cancel(session, "nope")
 
 
+def test_a_job_registering_its_version_cannot_be_cancelled(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session:
+        job = jobs.create_job(session)
+        jobs.claim_job(session, job.id, "host:1")
+        jobs.report_progress(session, job.id, phase="registering", detail="registering", percent=97.0)
+        with pytest.raises(jobs.TooLateToCancel):
+            jobs.request_cancel(session, job.id)
+
+
 def test_a_queued_job_is_cancelled_at_once(sessions: sessionmaker[Session]) -> None:
     with sessions() as session:
         job = jobs.create_job(session)

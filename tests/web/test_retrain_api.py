@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageOps
+from PIL.PngImagePlugin import PngInfo
 
 from catdog.jobs.queue import make_queue
 from catdog.settings import Settings, get_settings
@@ -65,6 +66,17 @@ def _photos(split: str, class_dir: str, n: int) -> list[Path]:
     return sorted((CATSDOGS / split / class_dir).iterdir())[:n]
 
 
+def _new_photos(folder: Path, class_dir: str, n: int, fmt: str = "JPEG") -> list[Path]:
+    """Photos in neither split: the training photos mirrored, saved anew (new content)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, source in enumerate(_photos("train", class_dir, n)):
+        target = folder / f"new-{class_dir}-{i}.{fmt.lower()}"
+        ImageOps.mirror(Image.open(source).convert("RGB")).save(target, fmt)
+        out.append(target)
+    return out
+
+
 def _wait_job(client: TestClient, timeout: float = 240) -> dict[str, Any]:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -95,9 +107,9 @@ def test_admin_routes_need_the_token(platform: TestClient) -> None:
     assert platform.get("/api/models").status_code == 200  # reading stays open
 
 
-def test_uploads_are_checked_stored_once_and_counted(platform: TestClient) -> None:
+def test_uploads_are_checked_stored_once_and_counted(platform: TestClient, tmp_path: Path) -> None:
     url = "/api/upload-training-data?class_name=cats"
-    new = _photos("test", "cats", 2)
+    new = _new_photos(tmp_path, "cats", 2)
     bad = [("files", ("notes.jpg", b"this is text", "image/jpeg"))]
     answer = platform.post(url, files=_files(new) + bad, headers=ADMIN).json()
     assert answer["uploaded"] == 2 and answer["class"] == "cats" and answer["duplicates"] == []
@@ -109,6 +121,8 @@ def test_uploads_are_checked_stored_once_and_counted(platform: TestClient) -> No
     assert (
         platform.post("/api/upload-training-data?class_name=birds", files=_files(new), headers=ADMIN).status_code == 400
     )
+    leak = platform.post(url, files=_files(_photos("test", "cats", 1)), headers=ADMIN).json()
+    assert leak["uploaded"] == 0 and "test split" in leak["errors"][0]["error"]
     stats = platform.get("/api/dataset-stats").json()
     assert stats["retraining"] == {"cats": 2, "dogs": 0, "total": 2}
     listed = platform.get("/api/uploads").json()
@@ -124,14 +138,19 @@ def test_uploads_are_checked_stored_once_and_counted(platform: TestClient) -> No
     assert platform.get("/api/dataset-stats").json()["retraining"]["total"] == 1
 
 
-def test_a_retrain_through_the_api_registers_a_version_and_serving_switches(platform: TestClient) -> None:
-    platform.post("/api/upload-training-data?class_name=dogs", files=_files(_photos("test", "dogs", 2)), headers=ADMIN)
+def test_a_retrain_through_the_api_registers_a_version_and_serving_switches(
+    platform: TestClient, tmp_path: Path
+) -> None:
+    new_dogs = _new_photos(tmp_path, "dogs", 2)
+    platform.post("/api/upload-training-data?class_name=dogs", files=_files(new_dogs), headers=ADMIN)
     before = platform.get("/api/models").json()
     assert before["production"] == 1 and [v["version"] for v in before["versions"]] == [1]
     started = platform.post("/api/retrain", headers=ADMIN)
     assert started.status_code == 202
     assert platform.get("/api/retrain-status").json()["is_retraining"] is True  # already when the reply left
     assert platform.post("/api/retrain", headers=ADMIN).status_code == 409
+    uploaded = platform.get("/api/uploads").json()["uploads"][0]["sha256"]
+    assert platform.delete(f"/api/uploads/{uploaded}", headers=ADMIN).status_code == 409  # it trains on them
     predicted = platform.post("/api/predict", files=_files(_photos("test", "cats", 1), "file"))
     assert predicted.status_code == 200  # serving goes on meanwhile
     done = _wait_job(platform)
@@ -173,15 +192,19 @@ def test_retrain_refuses_too_little_data_and_cancel_works(
     assert final["status"] == "cancelled" and final["job_id"] == job
     assert platform.post(f"/api/retrain/{job}/cancel", headers=ADMIN).status_code == 409
     assert platform.post("/api/retrain/nope/cancel", headers=ADMIN).status_code == 404
+    unknown = platform.post("/api/retrain", json={"backbone": "resnet50"}, headers=ADMIN)
+    assert unknown.status_code == 400 and "efficientnet_lite0" in unknown.json()["detail"]
     assert [v["version"] for v in platform.get("/api/models").json()["versions"]] == [1]
 
 
-def test_feedback_counts_per_version_and_feeds_training(platform: TestClient) -> None:
-    photo = _photos("test", "cats", 1)
+def test_feedback_counts_per_version_and_feeds_training(platform: TestClient, tmp_path: Path) -> None:
+    photo = _new_photos(tmp_path, "cats", 1)
     answer = platform.post("/api/predict", files=_files(photo, "file")).json()
     wrong = "dog" if answer["predicted_class"] == "cat" else "cat"
     given = platform.post("/api/feedback", json={"prediction_id": answer["prediction_id"], "correct_label": wrong})
     assert given.status_code == 201 and given.json()["correct"] is False
+    again = platform.post("/api/feedback", json={"prediction_id": answer["prediction_id"], "correct_label": "cat"})
+    assert again.status_code == 409  # one verdict per prediction
     assert platform.post("/api/feedback", json={"prediction_id": "f" * 32, "correct_label": "cat"}).status_code == 404
     assert platform.post("/api/feedback", json={"prediction_id": "x", "correct_label": "cow"}).status_code == 422
     versions = platform.get("/api/monitoring").json()["versions"]
@@ -191,11 +214,18 @@ def test_feedback_counts_per_version_and_feeds_training(platform: TestClient) ->
     assert added["status"] == "stored" and added["class"] == wrong + "s"
     uploads = platform.get("/api/uploads").json()["uploads"]
     assert uploads[0]["source"] == "feedback"
+    test_photo = platform.post("/api/predict", files=_files(_photos("test", "dogs", 1), "file")).json()
+    verdict = platform.post(
+        "/api/feedback", json={"prediction_id": test_photo["prediction_id"], "correct_label": "dog"}
+    )
+    refused = platform.post(f"/api/feedback/{verdict.json()['feedback_id']}/add-to-training", headers=ADMIN)
+    assert refused.status_code == 409 and "test split" in refused.json()["detail"]
 
 
-def test_everything_is_there_after_a_restart(platform: TestClient) -> None:
+def test_everything_is_there_after_a_restart(platform: TestClient, tmp_path: Path) -> None:
     """Registry, uploads, jobs and history live in the state folder and the database, not in the process."""
-    platform.post("/api/upload-training-data?class_name=cats", files=_files(_photos("test", "cats", 1)), headers=ADMIN)
+    new = _new_photos(tmp_path, "cats", 1)
+    platform.post("/api/upload-training-data?class_name=cats", files=_files(new), headers=ADMIN)
     job = platform.post("/api/retrain", headers=ADMIN).json()["job_id"]
     platform.post(f"/api/retrain/{job}/cancel", headers=ADMIN)
     _wait_job(platform)
@@ -210,3 +240,21 @@ def test_everything_is_there_after_a_restart(platform: TestClient) -> None:
         versions = again.get("/api/monitoring").json()["versions"]
         assert sum(v["feedback"]["n"] for v in versions) == 1
         assert again.get("/api/status").json()["total_predictions"] >= 1
+
+
+def test_unusual_uploads_are_stored_and_shown(platform: TestClient, tmp_path: Path) -> None:
+    """A PNG whose text chunk is over Pillow's limit is stored (as predictions read it); a TIFF is shown as PNG."""
+    source = Image.open(_photos("train", "dogs", 1)[0]).convert("RGB").transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    info = PngInfo()
+    info.add_text("Comment", "x" * 3_000_000, zip=True)  # 3 MB once decompressed; Pillow stops at 1 MB
+    big_text = tmp_path / "big-text.png"
+    source.save(big_text, "PNG", pnginfo=info)
+    tiff = _new_photos(tmp_path, "dogs", 1, fmt="TIFF")[0]
+    answer = platform.post("/api/upload-training-data?class_name=dogs", files=_files([big_text, tiff]), headers=ADMIN)
+    assert answer.status_code == 200 and answer.json()["errors"] == [], answer.json()
+    assert answer.json()["uploaded"] == 2
+    shown = {u["filename"]: u["url"] for u in platform.get("/api/uploads").json()["uploads"]}
+    image = platform.get(shown[tiff.name])
+    assert image.headers["content-type"] == "image/png" and Image.open(io.BytesIO(image.content)).format == "PNG"
+    original = platform.get(shown[tiff.name] + "?original=true")
+    assert Image.open(io.BytesIO(original.content)).format == "TIFF"

@@ -12,11 +12,20 @@ from sqlalchemy.orm import Session
 from catdog.db.models import Feedback, Prediction
 
 
+class AlreadyGiven(Exception):
+    """The prediction already has feedback (one verdict per prediction keeps live accuracy honest)."""
+
+
 def add_feedback(session: Session, prediction_id: str, correct_label: str) -> Feedback:
-    """Record the right label for a prediction; KeyError when the prediction is unknown."""
+    """Record the right label for a prediction.
+
+    Raises KeyError when the prediction is unknown, AlreadyGiven when it already has feedback.
+    """
     prediction = session.get(Prediction, prediction_id)
     if prediction is None:
         raise KeyError(prediction_id)
+    if session.scalar(select(Feedback.id).where(Feedback.prediction_id == prediction_id).limit(1)) is not None:
+        raise AlreadyGiven(f"prediction {prediction_id} already has feedback")
     row = Feedback(
         prediction_id=prediction_id,
         model_version=prediction.model_version,
@@ -30,6 +39,11 @@ def add_feedback(session: Session, prediction_id: str, correct_label: str) -> Fe
 
 def get_feedback(session: Session, feedback_id: str) -> Feedback | None:
     return session.get(Feedback, feedback_id)
+
+
+def content_of(session: Session, prediction_id: str) -> str | None:
+    """The sha256 of the bytes a prediction was made on, or None when unknown."""
+    return session.scalar(select(Prediction.content_sha256).where(Prediction.id == prediction_id))
 
 
 def mark_added(session: Session, row: Feedback, sha256: str) -> None:

@@ -30,6 +30,13 @@ class JobFinished(Exception):
     """The job has already finished; it cannot be cancelled."""
 
 
+class TooLateToCancel(Exception):
+    """The job is registering its version: past that point it completes."""
+
+
+IRREVOCABLE_PHASES = ("registering",)  # a job in these phases completes; a cancel is refused
+
+
 def create_job(session: Session, params: dict[str, Any] | None = None) -> RetrainJob:
     """Insert a queued job and commit. Raises JobConflict when another job is queued or running."""
     job = RetrainJob(status=RetrainStatus.QUEUED.value, phase="queued", active_slot=1, params=params or {})
@@ -102,13 +109,15 @@ def report_progress(
 def request_cancel(session: Session, job_id: str) -> RetrainJob:
     """A queued job is cancelled at once; a running one is flagged and stops at its next check.
 
-    Raises KeyError for an unknown id, JobFinished for a finished job.
+    Raises KeyError for an unknown id, JobFinished for a finished job, TooLateToCancel once it registers.
     """
     job = get_job(session, job_id)
     if job is None:
         raise KeyError(job_id)
     if job.status not in ACTIVE_RETRAIN_STATUSES:
-        raise JobFinished(f"job {job_id} has already {job.status}")
+        raise JobFinished(f"job {job_id} has already ended ({job.status})")
+    if job.phase in IRREVOCABLE_PHASES:
+        raise TooLateToCancel(f"job {job_id} is registering its model version; it is too late to cancel")
     job.cancel_requested = True
     session.commit()
     if job.status == RetrainStatus.QUEUED.value:

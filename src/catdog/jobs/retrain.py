@@ -70,7 +70,13 @@ def check_training_data(settings: Settings) -> dict[str, dict[str, int]]:
             f"no test split at {settings.data_dir / 'test'}/{{cats,dogs}}: a new version is judged on it"
         )
     counts = {"base": count_class_files(base), "uploads": count_class_files(settings.uploads_dir)}
+    test_counts = count_class_files(settings.data_dir / "test")
     for name in CLASS_DIRS:
+        if test_counts[name] < settings.retrain_min_per_class:
+            raise NotEnoughData(
+                f"only {test_counts[name]} {name} images in the test split; judging a new version needs at least "
+                f"{settings.retrain_min_per_class} per class (CATDOG_RETRAIN_MIN_PER_CLASS)"
+            )
         have = counts["base"][name] + counts["uploads"][name]
         if have < settings.retrain_min_per_class:
             raise NotEnoughData(
@@ -102,12 +108,13 @@ class Progress:
         self.sessions = sessions
         self.job_id = job_id
         self.cancelled = threading.Event()
+        self.irrevocable = False  # set once registering starts: from there the job completes
         self._last_write = 0.0
         self._phase_started: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def __call__(self, phase: str, done: int = 0, total: int = 0) -> None:
-        if self.cancelled.is_set():
+        if self.cancelled.is_set() and not self.irrevocable:
             raise JobCancelled()
         now = time.monotonic()
         started = self._phase_started.setdefault(phase, now)
@@ -123,7 +130,7 @@ class Progress:
         with self._lock, self.sessions() as session:
             if jobs.report_progress(session, self.job_id, phase=phase, detail=detail, percent=percent, eta_seconds=eta):
                 self.cancelled.set()
-        if self.cancelled.is_set():
+        if self.cancelled.is_set() and not self.irrevocable:
             raise JobCancelled()
 
     def heartbeat(self) -> None:
@@ -252,7 +259,8 @@ def retrain(
         production_metrics, how = production.metrics, "its registered test metrics"
     verdict = decide(metrics, production_metrics, settings.gate_tolerance, how)
 
-    progress("registering", 0, 1)
+    progress("registering", 0, 1)  # the last point a cancel is honoured (the API refuses one from here on)
+    progress.irrevocable = True
     summary = {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "n")}
     data = _dataset(model_dir, counts)
     version = registry.log_training_run(

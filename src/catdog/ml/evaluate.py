@@ -65,8 +65,9 @@ def evaluate_on_features(
     ONNX graph (catdog.ml.drift.head_probabilities) on the pooled features of the backbone graph
     at the model's precision, read from the feature cache where present: a retrain pays backbone
     passes only for test images never seen. compare_with: another model directory with the same
-    backbone and precision, evaluated on the very same features (the promotion gate's comparison);
-    None is returned for it when it differs in backbone or precision. Raises DataError when DIR
+    backbone, its head evaluated on the very same features (the promotion gate's comparison: both
+    heads on the graph this machine runs, whatever precision each head was trained with); None is
+    returned for it when its backbone differs. Raises DataError when DIR
     has no readable test images.
     """
     from catdog.ml.artifacts import ModelConfig
@@ -106,7 +107,7 @@ def evaluate_on_features(
     other = None
     if compare_with is not None:
         other_config = ModelConfig.load(Path(compare_with))
-        if other_config.backbone == config.backbone and other_config.precision == config.precision:
+        if other_config.backbone == config.backbone:  # its head on the features this machine serves it with
             other_p = head_probabilities(Path(compare_with), features).astype(np.float64)
             other = compute_metrics(labels, other_p, float(other_config.threshold))
     return metrics, other

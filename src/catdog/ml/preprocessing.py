@@ -318,6 +318,11 @@ _OTHER_MAGIC = (
 )
 
 
+def image_kind(data: bytes) -> str | None:
+    """The image format by its magic bytes ("JPEG", "PNG", "WebP", "HEIF", "AVIF", "TIFF", ...), or None."""
+    return _image_kind(data)
+
+
 def _image_kind(data: bytes) -> str | None:
     if data[8:12] == b"WEBP" and data.startswith(b"RIFF"):
         return "WebP"

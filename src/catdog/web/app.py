@@ -59,7 +59,7 @@ def create_app(
     app.state.monitor = None
     install_error_handlers(app)
     app.state.admin_token, _ = resolve_admin_token(settings)
-    app.state.uploads = UploadStore(settings.uploads_dir, settings.data_dir / "train")
+    app.state.uploads = UploadStore(settings.uploads_dir, settings.data_dir / "train", settings.data_dir / "test")
     app.state.queue = None  # made on first use (catdog.web.deps)
     app.state.registry = None  # made on first use, or now when the registry says what serves
     _choose_model(app, settings, model_dir)

@@ -71,6 +71,8 @@ class DriftMonitor:
             try:
                 self.check()
             except Exception:
+                if self._stop.is_set():  # shutting down: the child process is already gone
+                    return
                 log.exception("drift check failed")
 
     def reference(self) -> DriftReference | None:

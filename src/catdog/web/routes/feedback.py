@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from catdog.db import feedback as feedback_db
 from catdog.db.models import UploadSource
+from catdog.uploads import InTestSplit
 from catdog.web.deps import AdminDep, ServiceDep, SessionDep, UploadsDep
 
 router = APIRouter(prefix="/api", tags=["feedback"])
@@ -24,13 +25,15 @@ class FeedbackIn(BaseModel):
 
 @router.post("/feedback", summary="Say what a prediction should have been", status_code=201)
 def give_feedback(body: FeedbackIn, session: SessionDep, service: ServiceDep) -> JSONResponse:
-    """Open to everyone; 404 for a prediction id the database does not know (yet)."""
+    """Open to everyone; 404 for a prediction id the database does not know (yet), 409 for a second verdict."""
     if service.writer is not None:
         service.writer.flush(timeout=2.0)  # a prediction answered a moment ago may still be buffered
     try:
         row = feedback_db.add_feedback(session, body.prediction_id, body.correct_label)
     except KeyError:
         raise HTTPException(404, f"no prediction {body.prediction_id!r}") from None
+    except feedback_db.AlreadyGiven as exc:
+        raise HTTPException(409, str(exc)) from None
     return JSONResponse(feedback_db.feedback_dict(row), status_code=201)
 
 
@@ -44,6 +47,8 @@ def add_to_training(feedback_id: str, session: SessionDep, service: ServiceDep, 
     row = feedback_db.get_feedback(session, feedback_id)
     if row is None:
         raise HTTPException(404, f"no feedback {feedback_id!r}")
+    if feedback_db.content_of(session, row.prediction_id) in store.test_hashes():
+        raise HTTPException(409, str(InTestSplit()))
     data = service.explanations.input_jpeg(row.prediction_id)
     if data is None:
         raise HTTPException(410, "the prediction's image is no longer kept (only the newest are): upload it instead")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from catdog.db import jobs, queries
 from catdog.db.models import RetrainStatus
 from catdog.jobs.retrain import NotEnoughData, check_training_data
-from catdog.web.deps import AdminDep, QueueDep, SessionDep, SettingsDep
+from catdog.web.deps import AdminDep, QueueDep, RegistryDep, SessionDep, SettingsDep
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["retraining"])
@@ -28,10 +28,17 @@ def start_retrain(
     session: SessionDep,
     settings: SettingsDep,
     queue: QueueDep,
+    registry: RegistryDep,
     body: Annotated[RetrainRequest | None, Body()] = None,
 ) -> JSONResponse:
     """202 with the job id; `is_retraining` is already true when this answers. 409 while a job is active."""
-    backbone = body.backbone if body else None  # an unknown name fails the job with the known ones listed
+    backbone = body.backbone if body else None
+    if backbone is not None:
+        known = sorted({version.backbone for version in registry.versions()})
+        if backbone not in known:
+            raise HTTPException(
+                400, f"unknown backbone {backbone!r}: retrain the backbone of a registered version: {', '.join(known)}"
+            )
     jobs.sweep_stale_jobs(session, timedelta(seconds=settings.job_stale_seconds))
     try:
         counts = check_training_data(settings)
@@ -71,7 +78,7 @@ def cancel_retrain(job_id: str, session: SessionDep) -> dict[str, Any]:
         job = jobs.request_cancel(session, job_id)
     except KeyError:
         raise HTTPException(404, f"no job {job_id!r}") from None
-    except jobs.JobFinished as exc:
+    except (jobs.JobFinished, jobs.TooLateToCancel) as exc:
         raise HTTPException(409, str(exc)) from None
     return {"job_id": job.id, "cancel_requested": True, "status": job.status}
 

@@ -63,6 +63,7 @@ def status(service: ServiceDep, session: SessionDep, settings: SettingsDep) -> d
         "total_retrains": retrain["total_retrains"],
         "is_retraining": retrain["is_retraining"],
         "model_version": predictor.version if predictor else None,
+        "registry_version": (service.served().get("production") or {}).get("version"),
         "backbone": predictor.config.backbone if predictor else None,
         "precision": predictor.precision if predictor else None,
         "model_dir": str(service.model_dir),

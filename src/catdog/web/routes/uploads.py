@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
+from catdog.db import jobs
 from catdog.db.models import UploadSource
 from catdog.errors import UsageProblem
-from catdog.uploads import UnknownClass, check_class, list_uploads, upload_counts, upload_dict
+from catdog.uploads import (
+    BROWSER_SUFFIXES,
+    UnknownClass,
+    check_class,
+    list_uploads,
+    png_bytes,
+    upload_counts,
+    upload_dict,
+)
 from catdog.web.deps import AdminDep, SessionDep, SettingsDep, UploadsDep
 from catdog.web.service import UploadTooLarge
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["training data"])
 
 ClassQuery = Annotated[str, Query(description="cats or dogs")]
@@ -52,6 +63,9 @@ async def upload_training_data(
             stored.append(entry.to_dict())
         except (UsageProblem, UploadTooLarge) as exc:
             errors.append({"filename": file.filename, "error": str(exc)})
+        except Exception:  # one file must never cost the others their answer
+            log.exception("could not store upload %r", file.filename)
+            errors.append({"filename": file.filename, "error": "could not store this file; the server log has why"})
     duplicates = [entry for entry in stored if entry["status"] == "duplicate"]
     return {
         "uploaded": len(stored) - len(duplicates),
@@ -77,17 +91,24 @@ def uploads(
     return {"uploads": [upload_dict(row) for row in rows], "total": total, "totals": upload_counts(session)}
 
 
-@router.get("/uploads/{sha256}/image", summary="One uploaded image, as stored")
-def upload_image(sha256: str, store: UploadsDep, session: SessionDep) -> FileResponse:
+@router.get("/uploads/{sha256}/image", summary="One uploaded image (HEIC and TIFF as PNG unless original=true)")
+def upload_image(sha256: str, store: UploadsDep, session: SessionDep, original: bool = False) -> Response:
     found = store.file_of(session, sha256)
     if found is None:
         raise HTTPException(404, f"no upload {sha256!r}")
     path, _ = found
-    return FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
+    cache = {"Cache-Control": "private, max-age=86400"}
+    if original or path.suffix in BROWSER_SUFFIXES:
+        return FileResponse(path, headers=cache)
+    return Response(png_bytes(path.read_bytes()), media_type="image/png", headers=cache)
 
 
 @router.delete("/uploads/{sha256}", summary="Remove an upload from the training data", dependencies=[AdminDep])
 def delete_upload(sha256: str, store: UploadsDep, session: SessionDep) -> dict[str, Any]:
+    """409 while a retrain is queued or running: it trains on the uploads as they are."""
+    active = jobs.active_job(session)
+    if active is not None:
+        raise HTTPException(409, f"a retrain is running (job {active.id}) on the uploads; delete after it ends")
     if not store.delete(session, sha256):
         raise HTTPException(404, f"no upload {sha256!r}")
     return {"deleted": sha256, "totals": upload_counts(session)}
