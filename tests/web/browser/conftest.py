@@ -136,6 +136,7 @@ def server(served_model: Path, evaluation: Path, tmp_path_factory: pytest.TempPa
         "CATDOG_ADMIN_TOKEN": ADMIN_TOKEN,
         "CATDOG_REGISTRY_POLL_SECONDS": "0.5",
         "CATDOG_JOB_HEARTBEAT_SECONDS": "0.5",
+        "CATDOG_RETRAIN_MIN_PER_CLASS": "5",  # the fixtures hold 6 test photos per class
     }
     log = root / "server.log"
     command = [sys.executable, "-m", "uvicorn", "--factory", "catdog.web.app:create_app"]
