@@ -40,7 +40,10 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
     detail = "; ".join(parts) or "invalid request"
     if any(e.get("type") == "missing" and "file" in str(e.get("loc", ())) for e in errors):
-        detail += " (send the image as multipart/form-data field 'file'; for a batch, repeated field 'files')"
+        if request.url.path.endswith("/upload-training-data"):
+            detail += " (send the images as multipart/form-data, repeated field 'files')"
+        else:
+            detail += " (send the image as multipart/form-data field 'file'; for a batch, repeated field 'files')"
     return JSONResponse(
         {
             "detail": detail,
