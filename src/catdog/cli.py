@@ -92,14 +92,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _register_trained(config: Any, result: Any, metrics: dict[str, Any]) -> int:
     """An MLflow run for this training and a registered model version (no alias moves)."""
     from catdog.ml.artifacts import ModelConfig
-    from catdog.registry import Registry
+    from catdog.registry import Registry, training_dataset
     from catdog.settings import get_settings
 
     registry = Registry(get_settings())
     registry.bootstrap()  # the shipped models are versions 1 and 2 on a fresh registry
-    data = ModelConfig.load(result.model_dir).data
-    dataset = {"name": "catdog-train", "digest": data.get("fingerprint"), "counts": data.get("counts")}
-    dataset |= {"uploads": 0, "root": data.get("root")}
+    dataset = training_dataset(ModelConfig.load(result.model_dir).data, "catdog-train")
     version = registry.log_training_run(
         result.model_dir,
         source="train",

@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from catdog.db.models import Upload, UploadSource
+from catdog.db.models import Upload, UploadSource, iso_z
 from catdog.errors import UsageProblem
 from catdog.ml.data import CLASS_DIRS, IMAGE_SUFFIXES
 from catdog.ml.preprocessing import image_kind, open_image
@@ -36,6 +37,7 @@ SUFFIXES = {
     "HEIF": ".heic",
     "AVIF": ".avif",
 }
+RESCAN_AFTER_S = 10.0  # the base set and test split are read again at most this often to see changes
 BROWSER_SUFFIXES = {".jpg", ".png", ".gif", ".bmp", ".webp", ".avif"}  # what browsers show as they are
 
 
@@ -86,6 +88,7 @@ class UploadStore:
         self.test_dir = test_dir
         self._lock = threading.Lock()
         self._hashes: dict[Path, tuple[tuple[int, int], frozenset[str]]] = {}
+        self._checked: dict[Path, float] = {}  # when each folder's stamp was last read (time.monotonic)
 
     # --- writing -----------------------------------------------------------------------------------
     def ensure_folders(self) -> None:
@@ -102,10 +105,12 @@ class UploadStore:
         """
         check_class(class_name)
         image = open_image(data)  # the decoding path predictions use: the same verdict on the same bytes
-        if hashlib.sha256(data).hexdigest() in self.test_hashes():
-            raise InTestSplit()
-        data, suffix = _storable(data)
         digest = hashlib.sha256(data).hexdigest()
+        if digest in self.test_hashes():
+            raise InTestSplit()
+        stored, suffix = _storable(data)
+        if stored is not data:  # kept as PNG: stored once by what is on disk
+            data, digest = stored, hashlib.sha256(stored).hexdigest()
         name = _display_name(filename)
         with self._lock:
             earlier = session.get(Upload, digest)
@@ -169,8 +174,11 @@ class UploadStore:
     def _hashes_of(self, folder: Path | None) -> frozenset[str]:
         if folder is None or not all((folder / name).is_dir() for name in CLASS_DIRS):
             return frozenset()
-        stamp = _folder_stamp(folder)
         known = self._hashes.get(folder)
+        if known is not None and time.monotonic() - self._checked[folder] < RESCAN_AFTER_S:
+            return known[1]
+        stamp = _folder_stamp(folder)  # a listing and a stat per file: not for every file of an upload
+        self._checked[folder] = time.monotonic()
         if known is None or known[0] != stamp:
             known = (stamp, frozenset(_hash_files(folder)))
             self._hashes[folder] = known
@@ -204,7 +212,7 @@ def upload_dict(row: Upload) -> dict[str, Any]:
         "width": row.width,
         "height": row.height,
         "source": row.source,
-        "created_at": row.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso_z(row.created_at),
         "url": f"/api/uploads/{row.sha256}/image",
     }
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from catdog.db.models import Feedback, Prediction
+from catdog.db.models import Feedback, Prediction, iso_z
 
 
 class AlreadyGiven(Exception):
@@ -60,7 +60,7 @@ def feedback_dict(row: Feedback) -> dict[str, Any]:
         "correct_label": row.correct_label,
         "correct": row.predicted_class == row.correct_label,
         "added_to_training": row.upload_sha256,
-        "created_at": row.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso_z(row.created_at),
     }
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from catdog.db.models import ACTIVE_RETRAIN_STATUSES, RetrainJob, RetrainStatus, utcnow
+from catdog.db.models import ACTIVE_RETRAIN_STATUSES, RetrainJob, RetrainStatus, iso_z, utcnow
 
 
 class JobConflict(Exception):
@@ -198,10 +198,10 @@ def job_dict(job: RetrainJob | None) -> dict[str, Any]:
         "params": job.params,
         "worker": job.worker,
         "cancel_requested": bool(job.cancel_requested),
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "heartbeat_at": _iso(job.heartbeat_at),
+        "created_at": iso_z(job.created_at),
+        "started_at": iso_z(job.started_at),
+        "finished_at": iso_z(job.finished_at),
+        "heartbeat_at": iso_z(job.heartbeat_at),
     }
 
 
@@ -224,7 +224,3 @@ JOB_FIELDS = (
     "finished_at",
     "heartbeat_at",
 )
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")

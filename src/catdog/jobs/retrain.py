@@ -215,11 +215,11 @@ def retrain(
     settings: Settings, sessions: sessionmaker[Session], job_id: str, workdir: Path, progress: Progress
 ) -> dict[str, Any]:
     """Train, evaluate, register and gate one new version; returns the job's result dict."""
-    from catdog.ml.artifacts import PLOTS_DIR, metrics_path, write_json
+    from catdog.ml.artifacts import PLOTS_DIR, ModelConfig, metrics_path, write_json
     from catdog.ml.evaluate import evaluate_on_features
     from catdog.ml.features import AugmentRecipe
     from catdog.ml.train import TrainConfig, train
-    from catdog.registry import Registry
+    from catdog.registry import Registry, training_dataset
 
     started = time.perf_counter()
     counts = check_training_data(settings)
@@ -262,7 +262,7 @@ def retrain(
     progress("registering", 0, 1)  # the last point a cancel is honoured (the API refuses one from here on)
     progress.irrevocable = True
     summary = {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "n")}
-    data = _dataset(model_dir, counts)
+    data = training_dataset(ModelConfig.load(model_dir).data, "catdog-train+uploads", counts["uploads"]["total"])
     version = registry.log_training_run(
         model_dir,
         source="retrain",
@@ -289,18 +289,4 @@ def retrain(
         "gate": verdict.to_dict(),
         "data": data,
         "seconds": seconds,
-    }
-
-
-def _dataset(model_dir: Path, counts: dict[str, dict[str, int]]) -> dict[str, Any]:
-    from catdog.ml.artifacts import ModelConfig
-
-    data = ModelConfig.load(model_dir).data
-    return {
-        "name": "catdog-train+uploads",
-        "digest": data.get("fingerprint"),
-        "counts": data.get("counts"),
-        "unique_images": data.get("unique_images"),
-        "uploads": counts["uploads"]["total"],
-        "root": data.get("root"),
     }

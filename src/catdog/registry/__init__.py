@@ -22,6 +22,7 @@ from catdog.registry.types import (  # noqa: E402
     NothingToRollBack,
     RegistryError,
     UnknownVersion,
+    training_dataset,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "Registry",
     "RegistryError",
     "UnknownVersion",
+    "training_dataset",
 ]

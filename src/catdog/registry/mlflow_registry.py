@@ -60,6 +60,7 @@ from catdog.registry.types import (
     NothingToRollBack,
     RegistryError,
     UnknownVersion,
+    training_dataset,
 )
 from catdog.settings import Settings
 
@@ -398,13 +399,7 @@ class Registry:
         history = _read_json(model_dir / "history.json") if (model_dir / "history.json").is_file() else []
         data = config.get("data") or {}
         root = str(data.get("root") or "")
-        dataset = {
-            "name": f"{Path(root).parent.name or 'data'}-train" if root else "train",
-            "digest": str(data.get("fingerprint") or ""),
-            "counts": _class_counts(data.get("counts") or {}),
-            "uploads": 0,
-            "root": root,
-        }
+        dataset = training_dataset(data, f"{Path(root).parent.name or 'data'}-train" if root else "train")
         training = dict(config.get("training") or {})
         params = {"backbone": config.get("backbone"), "precision": config.get("precision"), **training}
         return self._log_run(

@@ -89,6 +89,21 @@ class ModelVersionInfo:
         }
 
 
+def training_dataset(data: dict[str, Any], name: str, uploads: int = 0) -> dict[str, Any]:
+    """The `dataset` of Registry.log_training_run from a model config's "data" entry.
+
+    data: ModelConfig.data (root, fingerprint, counts); name: the dataset's name in MLflow;
+    uploads: how many of its images are training uploads.
+    """
+    return {
+        "name": name,
+        "digest": str(data.get("fingerprint") or ""),
+        "counts": data.get("counts") or {},
+        "uploads": uploads,
+        "root": str(data.get("root") or ""),
+    }
+
+
 def _int_or_none(text: str | None) -> int | None:
     try:
         return int(text) if text not in (None, "") else None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -40,25 +40,27 @@ def _uploads(request: Request) -> UploadStore:
 
 def _queue(request: Request) -> JobQueue:
     """The job queue, made on first use (Huey's storage connects lazily)."""
-    state = request.app.state
-    with _made_once:
-        if getattr(state, "queue", None) is None:
-            state.queue = make_queue(state.settings)
-    queue: JobQueue = state.queue
+    queue: JobQueue = _made_once(request, "queue", make_queue)
     return queue
 
 
 def _registry(request: Request) -> Registry:
     """The MLflow model registry, made on first use (importing MLflow takes seconds)."""
-    state = request.app.state
-    with _made_once:
-        if getattr(state, "registry", None) is None:
-            state.registry = Registry(state.settings)
-    registry: Registry = state.registry
+    registry: Registry = _made_once(request, "registry", Registry)
     return registry
 
 
-_made_once = threading.Lock()
+_making = threading.Lock()
+
+
+def _made_once(request: Request, name: str, make: Callable[[Settings], Any]) -> Any:
+    """app.state.<name>, made from the settings by the first request that needs it."""
+    state = request.app.state
+    with _making:
+        if getattr(state, name, None) is None:
+            setattr(state, name, make(state.settings))
+    return getattr(state, name)
+
 
 ServiceDep = Annotated[ModelService, Depends(_service)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -14,6 +14,7 @@ from catdog.db import jobs, queries
 from catdog.db.models import RetrainStatus
 from catdog.jobs.retrain import NotEnoughData, check_training_data
 from catdog.web.deps import AdminDep, QueueDep, RegistryDep, SessionDep, SettingsDep
+from catdog.web.routes.status import now_iso
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["retraining"])
@@ -64,7 +65,7 @@ def start_retrain(
 def retrain_status(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     jobs.sweep_stale_jobs(session, timedelta(seconds=settings.job_stale_seconds))
     summary = queries.retrain_summary(session)
-    return {**summary, **jobs.job_dict(jobs.newest_job(session)), "timestamp": _now()}
+    return {**summary, **jobs.job_dict(jobs.newest_job(session)), "timestamp": now_iso()}
 
 
 @router.get("/retrain/jobs", summary="Retraining jobs, newest first")
@@ -81,9 +82,3 @@ def cancel_retrain(job_id: str, session: SessionDep) -> dict[str, Any]:
     except (jobs.JobFinished, jobs.TooLateToCancel) as exc:
         raise HTTPException(409, str(exc)) from None
     return {"job_id": job.id, "cancel_requested": True, "status": job.status}
-
-
-def _now() -> str:
-    from catdog.web.routes.status import now_iso
-
-    return now_iso()
