@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     default_model: str = "vgg16"  # the shipped model a fresh registry makes production
     pinned_model: Path | None = None  # serve exactly this model directory; unset: the registry's production
     database_url: str | None = None  # default: SQLite in state_dir
+    # Prometheus samples of this server's processes, emptied at each start; default STATE/prometheus.
+    # Give each server its own (replicas sharing a state folder: a folder inside the container).
+    metrics_dir: Path | None = None
 
     # --- inference -----------------------------------------------------------------------------
     threads: int = Field(default=0, ge=0)  # ONNX Runtime intra-op threads; 0 = every core
@@ -116,6 +119,10 @@ class Settings(BaseSettings):
     @property
     def default_model_dir(self) -> Path:
         return self.models_dir / self.default_model
+
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.metrics_dir or self.state_dir / "prometheus"
 
     @property
     def uploads_dir(self) -> Path:

@@ -78,3 +78,39 @@ def test_stale_running_jobs_are_failed_by_the_sweeper(sessions: sessionmaker[Ses
 def test_job_dict_without_a_job() -> None:
     view = jobs.job_dict(None)
     assert view["job_id"] is None and view["cancel_requested"] is False
+
+
+def test_a_restarted_worker_fails_the_job_its_earlier_life_left_running(
+    sessions: sessionmaker[Session], tmp_path
+) -> None:
+    """A restarted container keeps its hostname and often its pid: a job claimed under our own name is stale."""
+    from catdog.instance import instance_name
+    from catdog.jobs.worker import recover_jobs
+
+    with sessions() as session:
+        job = jobs.create_job(session)
+        assert jobs.claim_job(session, job.id, instance_name())
+        (tmp_path / "jobs" / job.id).mkdir(parents=True)
+        failed, queued = recover_jobs(session, tmp_path)
+        assert failed == [job.id] and queued == []
+        assert jobs.get_job(session, job.id).status == RetrainStatus.FAILED.value
+    assert not (tmp_path / "jobs" / job.id).exists()
+
+
+def test_recovery_leaves_a_live_workers_job_alone(sessions: sessionmaker[Session], tmp_path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from catdog.jobs.worker import recover_jobs
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with sessions() as session:
+            job = jobs.create_job(session)
+            assert jobs.claim_job(session, job.id, f"{socket.gethostname()}:{other.pid}")
+            assert recover_jobs(session, tmp_path) == ([], [])
+            assert jobs.get_job(session, job.id).status == RetrainStatus.RUNNING.value
+    finally:
+        other.kill()
+        other.wait()

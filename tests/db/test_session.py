@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect, make_url, text
 
 from catdog.db import session as db_session
 from catdog.db.models import Base
@@ -134,3 +134,30 @@ def test_the_alembic_cli_configuration_upgrades_and_downgrades(
     assert _tables(bare_engine) == TABLES
     command.downgrade(config, "base")
     assert _tables(bare_engine) == {"alembic_version"}
+
+
+def test_a_database_that_is_not_utf8_is_refused_in_one_line() -> None:
+    """SQL_ASCII makes psycopg hand back bytes: SQLAlchemy's first query failed with a TypeError far from the cause."""
+    import uuid
+
+    import psycopg
+
+    from catdog.db.session import DatabaseUnusable, check_database
+
+    from .conftest import ADMIN_URL, _conninfo, _where
+
+    try:
+        admin = psycopg.connect(_conninfo(ADMIN_URL), connect_timeout=3, autocommit=True)
+    except psycopg.Error as exc:
+        pytest.skip(f"PostgreSQL not reachable at {_where(ADMIN_URL)}: {str(exc).strip()[:80]}")
+    name = f"catdog_ascii_{uuid.uuid4().hex[:8]}"
+    try:
+        admin.execute(f"CREATE DATABASE \"{name}\" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+        url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        with pytest.raises(DatabaseUnusable, match=r"SQL_ASCII.*needs UTF8"):
+            check_database(url)
+        with pytest.raises(DatabaseUnusable, match="SQL_ASCII"):
+            migrate(url)
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

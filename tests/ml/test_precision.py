@@ -141,3 +141,16 @@ def test_the_measurement_runs_once_per_cpu_and_is_cached(
     monkeypatch.setattr(precision, "_best_run_seconds", no_timing)
     again = measured_int8_speedup("test-backbone", graph, graph, size=224, threads=1, cache_dir=tmp_path)
     assert again == round(speedup, 3)
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_a_timing_not_a_crash(
+    lite0_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only image layer (a container's CATDOG_CACHE_DIR): timed, used, and a warning that it is not kept."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    graph = lite0_model / "model.onnx"
+    with caplog.at_level("WARNING", logger="catdog.ml.precision"):
+        speedup = measured_int8_speedup("test-backbone", graph, graph, size=224, threads=1, cache_dir=blocked / "cache")
+    assert 0.5 < speedup < 2.0
+    assert "cannot keep the int8 timing" in caplog.text

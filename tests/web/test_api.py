@@ -6,6 +6,8 @@ import asyncio
 import base64
 import io
 import json
+import os
+import socket
 import struct
 import threading
 import time
@@ -300,11 +302,14 @@ def test_status_fields_and_counters_from_the_database(app_client: TestClient) ->
     assert body["total_retrains"] == 0 and body["is_retraining"] is False
     assert body["precision"] in {"fp32", "int8"} and body["backbone"] == "efficientnet_lite0"
     assert body["model_version"].startswith("efficientnet_lite0")
+    # which replica answered: behind a load balancer each container has its own hostname
+    assert body["instance"] == f"{socket.gethostname()}:{os.getpid()}"
 
 
 def test_health_and_ready(app_client: TestClient) -> None:
     health = app_client.get("/health").json()
     assert health["status"] == "ok" and health["timestamp"]
+    assert health["instance"] == f"{socket.gethostname()}:{os.getpid()}"
     assert app_client.get("/ready").status_code == 200
 
 

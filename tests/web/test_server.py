@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ..conftest import CATSDOGS
@@ -61,7 +62,7 @@ def multipart(data: bytes, name: str) -> tuple[bytes, dict[str, str]]:
 
 
 class Server:
-    def __init__(self, model: Path, state: Path, workers: int) -> None:
+    def __init__(self, model: Path, state: Path, workers: int, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.state = state
@@ -73,6 +74,7 @@ class Server:
             "CATDOG_MAX_BATCH_SIZE": "4",
             "CATDOG_DB_FLUSH_SECONDS": "0.2",
             "CATDOG_THREADS": "1",
+            **(env or {}),
         }
         command = [sys.executable, "-m", "catdog.cli", "serve", "--model", str(model), "--port", str(self.port)]
         self.process = subprocess.Popen(
@@ -159,6 +161,29 @@ def test_a_clean_shutdown_loses_no_prediction_record(lite0_model: Path, tmp_path
     with sqlite3.connect(tmp_path / "state" / "catdog.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 25
     assert re.search(r"serving .* on http://localhost:\d+", output)
+
+
+def test_sigterm_stops_the_server_and_the_job_worker_it_started(lite0_model: Path, tmp_path: Path) -> None:
+    """What `docker stop` sends: the server shuts down cleanly, its records are written, its worker stops too."""
+    metrics = tmp_path / "metrics"
+    server = Server(lite0_model, tmp_path / "state", workers=1, env={"CATDOG_METRICS_DIR": str(metrics)})
+    try:
+        server.wait_ready()
+        photo = next((CATSDOGS / "test" / "cats").iterdir())
+        body, headers = multipart(photo.read_bytes(), photo.name)
+        assert call(server.base + "/api/predict", body, headers)[0] == 200
+        children = psutil.Process(server.process.pid).children(recursive=True)
+        workers = [child for child in children if "worker" in child.cmdline()]
+        assert len(workers) == 1
+        assert any(metrics.iterdir()) and not (tmp_path / "state" / "prometheus").exists()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(60)
+    finally:
+        output = server.stop()
+    assert server.process.returncode == 0, output
+    assert not workers[0].is_running() or workers[0].status() == psutil.STATUS_ZOMBIE, "the job worker outlived serve"
+    with sqlite3.connect(tmp_path / "state" / "catdog.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 1
 
 
 def test_serve_refuses_a_model_folder_that_is_not_built(tmp_path: Path) -> None:

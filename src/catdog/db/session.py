@@ -36,6 +36,10 @@ class DatabaseUrlError(UsageProblem):
     """The database URL (CATDOG_DATABASE_URL) cannot be used."""
 
 
+class DatabaseUnusable(UsageProblem):
+    """The database answers but catdog cannot use it (down, refused, or not UTF-8)."""
+
+
 def normalize_url(url: str | URL) -> URL:
     """The URL catdog connects with: plain `postgresql://` / `postgres://` map to psycopg 3.
 
@@ -114,7 +118,46 @@ def _postgres_engine(url: URL) -> Engine:
     connect_args: dict[str, Any] = {"application_name": "catdog"}
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, json_serializer=_json_dumps)
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args, json_serializer=_json_dumps)
+    event.listen(engine, "connect", _require_utf8, insert=True)  # before SQLAlchemy's first-connect checks
+    return engine
+
+
+def _require_utf8(dbapi_connection: Any, _record: Any) -> None:
+    """DatabaseUnusable unless the PostgreSQL database stores UTF8.
+
+    In SQL_ASCII psycopg hands back bytes instead of text, and SQLAlchemy's own first query then
+    fails far from the cause (TypeError: cannot use a string pattern on a bytes-like object).
+    """
+    encoding = dbapi_connection.info.parameter_status("server_encoding")
+    if isinstance(encoding, bytes):
+        encoding = encoding.decode("ascii", "replace")
+    if encoding and encoding.upper() not in ("UTF8", "UTF-8"):
+        database = dbapi_connection.info.dbname
+        dbapi_connection.close()
+        raise DatabaseUnusable(
+            f"the PostgreSQL database {database!r} uses the encoding {encoding}; catdog needs UTF8: create it with "
+            "ENCODING 'UTF8' TEMPLATE template0, or initdb the cluster with --encoding=UTF8 --locale=C.UTF-8"
+        )
+
+
+def check_database(url: str | URL) -> None:
+    """The URL parses, the database answers and stores text as UTF-8; one line otherwise.
+
+    Raises DatabaseUrlError for a URL catdog cannot use and DatabaseUnusable when the server is
+    down or refuses, or when a PostgreSQL database has another encoding than UTF8.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise DatabaseUnusable(f"cannot open the database (CATDOG_DATABASE_URL): {reason}") from None
+    finally:
+        engine.dispose()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import shutil
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from catdog.db import jobs
 from catdog.db.models import RetrainStatus
 from catdog.db.session import make_engine, session_factory
 from catdog.errors import UsageProblem
+from catdog.instance import instance_name
 from catdog.ml.data import CLASS_DIRS, count_class_files
 from catdog.settings import Settings, get_settings
 
@@ -147,10 +146,6 @@ def _detail(phase: str, done: int, total: int) -> str:
     return {"building": "building the ONNX graphs", "reference": "drift reference"}.get(phase, phase)
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def run_retrain_job(job_id: str, settings: Settings | None = None) -> None:
     """The queue's entry point: run the job unless it was already claimed, cancelled or finished."""
     settings = settings or get_settings()
@@ -158,7 +153,7 @@ def run_retrain_job(job_id: str, settings: Settings | None = None) -> None:
     sessions = session_factory(engine)
     try:
         with sessions() as session:
-            if not jobs.claim_job(session, job_id, worker_name()):
+            if not jobs.claim_job(session, job_id, instance_name()):
                 log.info("job %s is not queued any more: nothing to do", job_id)
                 return
         _run_claimed(job_id, settings, sessions)

@@ -42,7 +42,8 @@ def recover_jobs(session: Session, state_dir: Path) -> tuple[list[str], list[str
     """(jobs failed because their worker process on this host is gone, queued job ids to re-enqueue).
 
     A failed job's working folder (a half-built model directory) is removed: it was never registered,
-    so it was never served.
+    so it was never served. A job that names this very process was claimed before it started: a
+    restarted container keeps its hostname and often gets the same pid.
     """
     host = socket.gethostname()
     failed = []
@@ -50,7 +51,7 @@ def recover_jobs(session: Session, state_dir: Path) -> tuple[list[str], list[str
         if job.status != RetrainStatus.RUNNING.value or not job.worker:
             continue
         job_host, _, pid = job.worker.rpartition(":")
-        if job_host == host and pid.isdigit() and not _alive(int(pid)):
+        if job_host == host and pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
             jobs.finish_job(
                 session,
                 job.id,
@@ -63,8 +64,6 @@ def recover_jobs(session: Session, state_dir: Path) -> tuple[list[str], list[str
 
 
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -124,7 +124,10 @@ def measured_int8_speedup(
         "seconds": seconds,
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_json(cache, known)
+    try:
+        _write_json(cache, known)
+    except OSError as exc:  # a read-only cache (a container's image layer): time again next start
+        log.warning("cannot keep the int8 timing in %s: %s", cache, exc.strerror or exc)
     log.info("int8 runs %.2fx fp32 here (%s)", speedup, key)
     return speedup
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,15 +32,16 @@ def serve(
     os.environ.update({name: str(value) for name, value in overrides.items() if value is not None})
     settings = get_settings()
     # Everything that would otherwise fail inside uvicorn, after a long model load: one line now.
-    state_dir = _usable_state_dir(settings.state_dir)
+    _usable_state_dir(settings.state_dir)
     token, created = resolve_admin_token(settings)
-    _check_database(settings.sqlalchemy_url)
+    from catdog.db.session import check_database  # here: the CLI's other commands need no SQLAlchemy
+
+    check_database(settings.sqlalchemy_url)
     model_dir = settings.pinned_model or _production_dir(settings)
     ModelConfig.load(model_dir)
     if not (model_dir / MODEL_ONNX).is_file():
         raise ModelDirError(f"{model_dir / MODEL_ONNX} is missing: build it with `catdog build {model_dir}`")
-    os.environ[MULTIPROC_ENV] = str(state_dir / "prometheus")
-    _fresh_metrics_dir(Path(os.environ[MULTIPROC_ENV]))
+    os.environ[MULTIPROC_ENV] = str(_fresh_metrics_dir(settings.prometheus_dir))
     _check_address(settings.host, settings.port)
     _announce_token(settings, token, created)
     worker = WorkerProcess() if settings.worker else None
@@ -53,12 +55,19 @@ def serve(
     )
     if worker is not None:
         worker.start()
+    # uvicorn shuts down on SIGTERM, then raises the signal again; this handler turns it into an
+    # exit that runs the `finally` below, so `kill -TERM` (docker stop) stops the job worker too
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         _run_uvicorn(settings)
     finally:
         if worker is not None:
             worker.stop()
     return 0
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _run_uvicorn(settings: Settings) -> None:
@@ -157,25 +166,6 @@ def _usable_state_dir(path: Path) -> Path:
     return path
 
 
-def _check_database(url: str) -> None:
-    """The URL parses and the database answers (PostgreSQL down: one line, not a traceback)."""
-    from sqlalchemy import text
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from catdog.db.session import make_engine, normalize_url
-
-    normalize_url(url)  # DatabaseUrlError (one line) for a URL catdog cannot use
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise SettingsError(f"cannot open the database (CATDOG_DATABASE_URL): {reason}") from None
-    finally:
-        engine.dispose()
-
-
 def _check_address(host: str, port: int) -> None:
     """Bind once as uvicorn will, so a taken port or a bad host is one line before the model loads."""
     try:
@@ -190,6 +180,10 @@ def _check_address(host: str, port: int) -> None:
 
 
 def _fresh_metrics_dir(path: Path) -> Path:
+    """Empty the Prometheus folder of this server's processes (samples of a previous run would add up)."""
     shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:
+        raise SettingsError(f"CATDOG_METRICS_DIR={path} is not a folder catdog can write to: {exc.strerror}") from None
     return path

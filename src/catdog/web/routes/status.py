@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, JSONResponse
 
 from catdog.db import queries
+from catdog.instance import instance_name
 from catdog.ml.artifacts import METRICS_JSON, PLOTS_DIR, served_metrics_path
 from catdog.ml.data import count_class_files
 from catdog.ml.precision import cpu_description
@@ -36,7 +37,7 @@ def format_uptime(seconds: float) -> str:
 
 @router.get("/health", summary="Liveness: the process answers")
 async def health() -> dict[str, Any]:
-    return {"status": "ok", "timestamp": now_iso()}
+    return {"status": "ok", "instance": instance_name(), "timestamp": now_iso()}
 
 
 @router.get("/ready", summary="Readiness: 503 until the model is loaded and warmed up")
@@ -56,6 +57,7 @@ def status(service: ServiceDep, session: SessionDep, settings: SettingsDep) -> d
     retrain = queries.retrain_summary(session)
     return {
         "status": "healthy" if service.ready else service.state.phase,
+        "instance": instance_name(),
         "model_loaded": service.ready,
         "uptime": format_uptime(uptime),
         "uptime_seconds": round(uptime, 1),
