@@ -72,9 +72,13 @@ RUN --mount=type=bind,source=deploy/docker/wheels,target=/wheels \
     && catdog build /opt/catdog/models/* \
     && rm -rf /opt/catdog/cache/precision.json /opt/catdog/cache/features
 
+# the serving environment without pip: nothing is installed at run time
+FROM serve-env AS serve-venv
+RUN pip uninstall -y -q pip
+
 # --- serve ------------------------------------------------------------------------------------------
 FROM python AS serve
-COPY --from=serve-env /opt/venv /opt/venv
+COPY --from=serve-venv /opt/venv /opt/venv
 COPY --from=models /opt/catdog/models /opt/catdog/models
 ENV CATDOG_MODELS_DIR=/opt/catdog/models \
     CATDOG_STATE_DIR=/var/lib/catdog \
@@ -98,7 +102,7 @@ CMD ["serve"]
 FROM python AS worker
 COPY --from=train-env /opt/venv /opt/venv
 COPY --from=models /opt/catdog/models /opt/catdog/models
-COPY --from=models /opt/catdog/cache /opt/catdog/cache
+COPY --from=models --chown=catdog:catdog /opt/catdog/cache /opt/catdog/cache
 ENV CATDOG_MODELS_DIR=/opt/catdog/models \
     CATDOG_STATE_DIR=/var/lib/catdog \
     CATDOG_CACHE_DIR=/opt/catdog/cache \
@@ -106,8 +110,7 @@ ENV CATDOG_MODELS_DIR=/opt/catdog/models \
     CATDOG_DATA_DIR=/data \
     CATDOG_WORKER_NICE=0
 RUN mkdir -p /var/lib/catdog /var/cache/catdog/features /data \
-    && chown catdog:catdog /var/lib/catdog /var/cache/catdog/features \
-    && chown -R catdog:catdog /opt/catdog/cache
+    && chown catdog:catdog /var/lib/catdog /var/cache/catdog/features
 USER catdog
 WORKDIR /var/lib/catdog
 VOLUME ["/var/lib/catdog", "/var/cache/catdog/features"]

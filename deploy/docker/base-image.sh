@@ -7,6 +7,7 @@
 # CATDOG_BASE_IMAGE set: printed as it is (nothing is pulled or made).
 set -euo pipefail
 
+here=$(cd "$(dirname "$0")" && pwd)
 OFFICIAL=python:3.11-slim-bookworm
 LOCAL=catdog-base:bookworm
 MIRROR=${CATDOG_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -28,6 +29,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
   --customize-hook='rm -rf "$1"/var/cache/apt/*.bin "$1"/usr/share/doc/* "$1"/usr/share/man/*' \
+  --customize-hook="cp '$here/apt-docker-clean' \"\$1/etc/apt/apt.conf.d/docker-clean\"" \
   bookworm "$work/rootfs.tar" \
   "deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" "deb $SECURITY bookworm-security main" >&2
 docker import \
