@@ -3,7 +3,7 @@
 The real run starts `catdog serve` with the tiny Lite0 model and runs Locust headless against it
 twice (a fixed number of users, then the step shape), each for a few seconds, in subprocesses:
 Locust monkey-patches the standard library with gevent, which must not happen to pytest's process.
-The unit tests import the locustfile with that patching turned off (LOCUST_SKIP_MONKEY_PATCH).
+The unit tests load bench/loadtest_figures.py, the figures locustfile.py counts, which needs no Locust.
 """
 
 from __future__ import annotations
@@ -30,28 +30,19 @@ from .conftest import CATSDOGS
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "locustfile.py"
 REPORT = ROOT / "bench" / "loadtest_report.py"
+FIGURES = ROOT / "bench" / "loadtest_figures.py"
 FIXTURE_PHOTOS = sum(1 for path in CATSDOGS.rglob("*.jpg"))
 
 
 @pytest.fixture(scope="module")
 def lf() -> ModuleType:
-    """The locustfile as a module, without gevent's monkey-patching and without a shape."""
-    saved = {name: os.environ.get(name) for name in ("LOCUST_SKIP_MONKEY_PATCH", "CATDOG_LOADTEST_SHAPE")}
-    os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"
-    os.environ.pop("CATDOG_LOADTEST_SHAPE", None)
-    try:
-        spec = importlib.util.spec_from_file_location("catdog_locustfile", LOCUSTFILE)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    """The load test's figures (bench/loadtest_figures.py: what locustfile.py counts), without Locust."""
+    spec = importlib.util.spec_from_file_location("catdog_loadtest_figures", FIGURES)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_classify_sheds_hard_and_other_failures(lf: ModuleType) -> None:
@@ -327,6 +318,8 @@ def test_a_real_run_against_catdog_serve(server: str, tmp_path: Path) -> None:
     assert summary["cache_hits"] <= max(0, summary["predictions_answered"] - FIXTURE_PHOTOS)
     assert summary["peak_users"] == 4 and summary["steps"] == [] and summary["knee"] is None
     assert summary["summary"] in result.stdout  # the paragraph is printed too
+    assert summary["after_load"]["statuses"] == [200] * 5  # the service answers right after the load
+    assert "Right after the load, 5 of 5 predictions" in summary["summary"]
 
     report = subprocess.run(
         [sys.executable, str(REPORT), str(prefix)], capture_output=True, text=True, timeout=60, cwd=ROOT
