@@ -28,7 +28,7 @@ if ! official_services_available; then
   echo "compose-up: the official postgres/redis/nginx/minio images cannot be pulled here: building them from $base" >&2
   files+=(-f deploy/docker/compose.offline.yaml)
 fi
-if [ -x .venv/bin/python ] && deploy/docker/wheelhouse.sh .venv/bin/python; then
+if [ -x .venv/bin/python ] && ARCH=$(docker info -f '{{.Architecture}}') deploy/docker/wheelhouse.sh .venv/bin/python; then
   export CATDOG_WHEELS_ONLY=1  # every wheel is local: image builds need no index
 fi
 
