@@ -77,7 +77,7 @@ engine-stop:
 	deploy/docker/engine.sh stop
 
 # Static checks of the deployment files (hadolint, compose schema and config, yamllint, kustomize +
-# kubernetes-validate --strict + checkov); its tools live in their own venv (.tools/lint-venv).
+# kubernetes-validate --strict + checkov); its tools live in their own venv (~/.cache/catdog/lint-venv).
 deploy-lint:
 	bash deploy/lint.sh
 

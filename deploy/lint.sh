@@ -6,8 +6,8 @@
 #   deploy/lint.sh --setup    only make (or refresh) the tools' venv, then exit
 #
 # The tools (deploy/requirements-lint.txt, whole closure pinned) live in their own venv,
-# .tools/lint-venv (CATDOG_LINT_VENV overrides it), made here from PyPI once and again only when
-# that file changes (a stamp holds its sha256). Not in .venv: checkov needs packaging<24, the
+# ~/.cache/catdog/lint-venv (under CATDOG_CACHE_DIR; CATDOG_LINT_VENV overrides it), made here from
+# PyPI once per machine, not per clone, and again only when that file changes (a stamp holds its sha256). Not in .venv: checkov needs packaging<24, the
 # project's requirements.lock pins packaging==26.4.
 #
 # Checks: kustomize build of every overlay (kubectl's built-in kustomize); kubernetes-validate
@@ -19,7 +19,7 @@ set -uo pipefail
 
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
-VENV=${CATDOG_LINT_VENV:-$ROOT/.tools/lint-venv}
+VENV=${CATDOG_LINT_VENV:-${CATDOG_CACHE_DIR:-$HOME/.cache/catdog}/lint-venv}
 REQUIREMENTS=deploy/requirements-lint.txt
 CHECKOV_CONFIG=deploy/k8s/.checkov.yaml
 KUBE_VERSIONS=${CATDOG_KUBE_VERSIONS:-"1.30.0 1.37.0"}  # oldest supported, newest bundled schema

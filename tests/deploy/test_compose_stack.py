@@ -252,7 +252,7 @@ def test_replicas_answer_under_load_and_counters_agree(stack: Stack) -> None:
     before = stack.statuses(1)[0]["total_predictions"]
     instances: set[str] = set()
     with Load(stack) as load:
-        time.sleep(15)
+        time.sleep(10)
         for _ in range(90):  # least_conn favours the replica with the fewest requests in flight
             instances |= {s["instance"] for s in stack.statuses(1)}
             if len(instances) == REPLICAS:
@@ -280,10 +280,10 @@ def test_promotion_reaches_every_replica_under_load(stack: Stack) -> None:
     production = models["production"]
     target = next(v["version"] for v in models["versions"] if v["version"] != production)
     with Load(stack) as load:
-        time.sleep(3)
+        time.sleep(2)
         stack.json("POST", f"/api/models/{target}/promote", b"", stack.admin())
         took = stack.wait_replicas_serving(target, limit_s=30)
-        time.sleep(3)
+        time.sleep(2)
     load.assert_no_failures("promotion")
     stack.notes["promotion_seconds"] = round(took, 1)
     assert took <= PROMOTION_LIMIT_S, f"the promotion reached every replica in {took:.1f} s"
@@ -292,9 +292,9 @@ def test_promotion_reaches_every_replica_under_load(stack: Stack) -> None:
 def test_a_killed_replica_costs_no_request_and_comes_back(stack: Stack) -> None:
     victim = stack.replica_ids()[0]
     with Load(stack) as load:
-        time.sleep(4)
+        time.sleep(3)
         subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
-        time.sleep(8)
+        time.sleep(6)
     load.assert_no_failures("docker kill of a replica")
     # `docker kill` is a manual stop to Docker (no restart policy applies): compose brings it back
     stack.compose("up", "-d", "--no-build", "--no-recreate", "--scale", f"ml-app={REPLICAS}")
@@ -320,7 +320,7 @@ def test_a_crashed_replica_is_restarted_by_its_policy(stack: Stack) -> None:
         time.sleep(3)
         # the server process dies (as on a crash or an out-of-memory kill); tini, PID 1, then exits
         subprocess.run(["docker", "exec", victim, "python", "-c", KILL_SERVER], check=True, capture_output=True)
-        time.sleep(8)
+        time.sleep(6)
     load.assert_no_failures("a crashed replica")
     deadline = time.monotonic() + 60
     while int(subprocess.check_output(["docker", "inspect", "-f", "{{.RestartCount}}", victim], text=True)) <= restarts:

@@ -1,7 +1,7 @@
 """The Kubernetes deployment (deploy/k8s): every overlay builds with kustomize, passes
 kubernetes-validate --strict and checkov with the committed skips only, and says what the platform
 needs (probes, resources, the security context, autoscaling on in-flight images and CPU, a
-disruption budget, the secrets). The tools come from deploy/lint.sh's own venv (.tools/lint-venv,
+disruption budget, the secrets). The tools come from deploy/lint.sh's own venv (~/.cache/catdog/lint-venv,
 made on first use from deploy/requirements-lint.txt); kubectl's built-in kustomize renders.
 """
 
@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 LINT_SH = ROOT / "deploy" / "lint.sh"
 CHECKOV_CONFIG = K8S / ".checkov.yaml"
-LINT_VENV = Path(os.environ.get("CATDOG_LINT_VENV", ROOT / ".tools" / "lint-venv"))
+CACHE_DIR = Path(os.environ.get("CATDOG_CACHE_DIR", Path.home() / ".cache" / "catdog"))
+LINT_VENV = Path(os.environ.get("CATDOG_LINT_VENV", CACHE_DIR / "lint-venv"))
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
 # oldest Kubernetes the manifests support and the newest schema kubernetes-validate bundles (as deploy/lint.sh)
 KUBE_VERSIONS = ("1.30.0", "1.37.0")
