@@ -22,7 +22,7 @@ official_services_available() {
   # every official service image present or pullable (a registry answers)
   local image
   for image in "${CATDOG_POSTGRES_IMAGE:-postgres:16-bookworm}" "${CATDOG_REDIS_IMAGE:-redis:7.4-bookworm}" \
-               "${CATDOG_NGINX_IMAGE:-nginx:1.29-bookworm}" "${CATDOG_S3_IMAGE:-minio/minio:RELEASE.2025-09-07T16-13-09Z}"; do
+               "${CATDOG_NGINX_IMAGE:-nginx:1.29-bookworm}" "${CATDOG_S3_IMAGE:-quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z}"; do
     docker image inspect "$image" >/dev/null 2>&1 || timeout 300 docker pull -q "$image" >/dev/null 2>&1 || return 1
   done
 }
