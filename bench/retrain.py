@@ -7,8 +7,12 @@ as a user's new photo would, and none comes from the test split), starts a retra
 job's own breakdown, the phases seen, and the CPU it ran on. The first retrain on a machine also
 pays the backbone passes of the whole base set: run once with --warm-up to measure a warm cache
 (the feature cache is shared, ~/.cache/catdog/features), or read both figures from one run.
+--cold gives the server an empty feature cache of its own (a fresh machine): with --warm-up the
+first figure is then the first retrain after `make run`; --wait-warm instead lets the idle
+worker warm the cache first (catdog.jobs.warm) and prints how long that took.
 
-    .venv/bin/python bench/retrain.py [--uploads 100] [--warm-up] [--data ../shared/data/catsdogs]
+    .venv/bin/python bench/retrain.py [--uploads 100] [--warm-up] [--cold] [--wait-warm] [--data DIR]
+    .venv/bin/python bench/retrain.py --cold --warm-up --uploads 24    # the issue-20 targets
 
 The server is stopped by its process id; the state folder is removed unless --keep.
 """
@@ -105,7 +109,24 @@ def retrain(base: str) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-def start_server(state: Path, data: Path, port: int) -> subprocess.Popen[bytes]:
+def wait_warm(base: str, limit_s: float = 3600) -> None:
+    """Poll /api/retrain-status until the worker says the feature cache is ready; print the time."""
+    started = time.perf_counter()
+    last = ""
+    while time.perf_counter() - started < limit_s:
+        cache = request(base, "GET", "/api/retrain-status").get("feature_cache") or {}
+        line = f"{cache.get('state')} {cache.get('done')}/{cache.get('total')}"
+        if line != last and int(time.perf_counter() - started) % 60 < 5:
+            print(f"  feature cache after {time.perf_counter() - started:.0f} s: {line}", flush=True)
+            last = line
+        if cache.get("state") in ("ready", "off", "error"):
+            print(f"feature cache {cache.get('state')} after {time.perf_counter() - started:.1f} s: {cache}")
+            return
+        time.sleep(2)
+    print(f"feature cache not ready after {limit_s:.0f} s")
+
+
+def start_server(state: Path, data: Path, port: int, cold: bool = False) -> subprocess.Popen[bytes]:
     env = os.environ | {
         "CATDOG_STATE_DIR": str(state),
         "CATDOG_DATA_DIR": str(data),
@@ -113,6 +134,8 @@ def start_server(state: Path, data: Path, port: int) -> subprocess.Popen[bytes]:
         "CATDOG_ADMIN_TOKEN": TOKEN,
         "CATDOG_LOG_LEVEL": "WARNING",
     }
+    if cold:  # an empty feature cache of its own: what a fresh machine has
+        env["CATDOG_FEATURES_DIR"] = str(state / "features")
     return subprocess.Popen([str(CATDOG), "serve"], env=env, start_new_session=True)
 
 
@@ -132,6 +155,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="DIR/{train,test}/{cats,dogs}")
     parser.add_argument("--uploads", type=int, default=100, help="new photos uploaded before the measured retrain")
     parser.add_argument("--warm-up", action="store_true", help="retrain once first (fills the feature cache)")
+    parser.add_argument("--cold", action="store_true", help="an empty feature cache of the server's own")
+    parser.add_argument("--wait-warm", action="store_true", help="let the idle worker warm the cache first")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the state folder")
     args = parser.parse_args()
@@ -140,11 +165,16 @@ def main() -> int:
     state = Path(tempfile.mkdtemp(prefix="catdog-bench-retrain-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start_server(state, args.data, port)
+    server = start_server(state, args.data, port, args.cold)
     try:
+        t0 = time.perf_counter()
         wait_ready(base, server)
+        cache = "an empty" if args.cold else "the shared"
+        print(f"server ready after {time.perf_counter() - t0:.1f} s with {cache} feature cache")
+        if args.wait_warm:
+            wait_warm(base)
         if args.warm_up:
-            report("warm-up retrain (base set only)", retrain(base))
+            report("first retrain (base set only)" if args.cold else "warm-up retrain (base set only)", retrain(base))
         counts = upload(base, new_photos(args.data, args.uploads, args.seed))
         print(f"uploads: {counts}")
         run = retrain(base)

@@ -16,6 +16,8 @@ def _isolated_features(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     """Every test gets the shared weights cache but a feature cache and a state folder of the session's own."""
     monkeypatch.setenv("CATDOG_FEATURES_DIR", str(tmp_path_factory.getbasetemp() / "features"))
     monkeypatch.setenv("CATDOG_STATE_DIR", str(tmp_path_factory.getbasetemp() / "state"))
+    # workers started by tests do not warm the feature cache behind their backs (tests/jobs/test_warm.py does)
+    monkeypatch.setenv("CATDOG_WARM_FEATURES", "false")
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,9 @@ def test_settings_come_from_catdog_variables(monkeypatch: pytest.MonkeyPatch, tm
         ("CATDOG_WARMUP_BATCH_SIZES", "1,x", "CATDOG_WARMUP_BATCH_SIZES"),
         ("CATDOG_MAX_QUEUE_SIZE", "2", "CATDOG_MAX_QUEUE_SIZE"),
         ("CATDOG_MAX_BATCH_FILES", "100", "CATDOG_MAX_BATCH_FILES"),
+        ("CATDOG_FEEDBACK_RATE_LIMIT", "often", "CATDOG_FEEDBACK_RATE_LIMIT"),
+        ("CATDOG_TRUSTED_PROXIES", "nginx", "CATDOG_TRUSTED_PROXIES"),
+        ("CATDOG_TRUSTED_PROXIES", "10.0.0.1/8", "CATDOG_TRUSTED_PROXIES"),
     ],
 )
 def test_a_bad_value_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, name: str, value: str, needle: str) -> None:

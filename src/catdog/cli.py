@@ -245,7 +245,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return run_worker(settings)
+    return run_worker(settings, parent_pid=args.with_parent)
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
@@ -266,7 +266,8 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """The model registry (MLflow): list versions, promote one to production, roll production back one step.
+    """The model registry (MLflow): list versions, promote one to production, roll production back one step,
+    move the promotion gate's reference version (upwards only; CATDOG_GATE_REFERENCE overrides it).
 
     The shipped models are registered first when the registry has never seen them (as `catdog serve` does).
     """
@@ -282,8 +283,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     elif args.action == "rollback":
         new, old = registry.rollback()
         print(f"production -> version {new} (rolled back from version {old})")
+    elif args.action == "reference":
+        new, previous = registry.set_reference(args.registry_version, set_by="admin (CLI)")
+        print(f"gate reference -> version {new} (was {'none' if previous is None else f'version {previous}'})")
+        if registry.settings.gate_reference is not None:
+            print(f"note: CATDOG_GATE_REFERENCE={registry.settings.gate_reference} overrides it", file=sys.stderr)
     elif args.json:
-        print(json.dumps({"aliases": registry.aliases(), "versions": [v.to_dict() for v in registry.versions()]}))
+        listing = {"aliases": registry.aliases(), "versions": [v.to_dict() for v in registry.versions()]}
+        print(json.dumps(listing | {"reference": registry.reference().to_dict()}))
     else:
         for info in registered:
             print(f"registered shipped model {info.model_version} as version {info.version}", file=sys.stderr)
@@ -361,6 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("worker", help="run retraining jobs from the queue (make run starts one beside the server)")
+    p.add_argument(
+        "--with-parent",
+        metavar="PID",
+        type=_positive_int,
+        default=None,
+        help="end when process PID ends, however it ends (catdog serve starts its worker so)",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("serve", help="start the web platform (pages, API, monitoring) on CATDOG_HOST:CATDOG_PORT")
@@ -380,13 +394,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the training-image sample")
     p.set_defaults(func=cmd_reference)
 
-    p = sub.add_parser("models", help="the model registry (MLflow): list versions, promote, roll back")
+    p = sub.add_parser("models", help="the model registry (MLflow): list versions, promote, roll back, gate reference")
     models = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
     q = models.add_parser("list", help="every registered version, newest first")
     q.add_argument("--json", action="store_true", help="one JSON object: aliases and versions")
     q = models.add_parser("promote", help="make VERSION production (rollback undoes it)")
     q.add_argument("registry_version", metavar="VERSION", type=_positive_int, help="registered model version number")
     models.add_parser("rollback", help="production goes back to the version before the last promotion")
+    q = models.add_parser(
+        "reference", help="make VERSION the promotion gate's reference (only to one at least as accurate)"
+    )
+    q.add_argument("registry_version", metavar="VERSION", type=_positive_int, help="registered model version number")
     p.set_defaults(func=cmd_models)
     return parser
 

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     experiment: str = "catdog"  # the MLflow experiment of training runs
     registry_poll_seconds: float = Field(default=2.0, gt=0, le=300)  # how often servers look at the aliases
     gate_tolerance: float = Field(default=0.005, ge=0, le=1)  # accuracy a new version may lose and still promote
+    # The gate's reference version (b): a new version must stay within gate_tolerance of it too.
+    # Unset: the first version that was ever production. An admin may move it to a better one.
+    gate_reference: int | None = Field(default=None, ge=1)
+    gate_min_accuracy: float = Field(default=0.90, ge=0, le=1)  # (c) the absolute floor on test accuracy
+    gate_mcnemar_alpha: float = Field(default=0.05, gt=0, lt=1)  # (a) McNemar's exact test: significantly worse
     ab_staging_share: float = Field(default=0.0, ge=0, le=1)  # share of predictions answered by staging
 
     # --- jobs (Huey) ---------------------------------------------------------------------------------
@@ -84,6 +89,15 @@ class Settings(BaseSettings):
     job_stale_seconds: float = Field(default=60.0, gt=0)  # a running job without a heartbeat this long: failed
     retrain_min_per_class: int = Field(default=10, ge=1)  # images per class (base + uploads) a retrain needs
     max_upload_files: int = Field(default=256, ge=1)  # files in one upload request
+    label_check: bool = True  # a retrain quarantines uploads whose label looks wrong (confident learning)
+    label_check_folds: int = Field(default=5, ge=2, le=20)  # K of the K-fold out-of-sample probabilities
+    warm_features: bool = True  # an idle worker fills the feature cache of the base set and test split
+
+    # --- abuse limits ------------------------------------------------------------------------------
+    # Feedback per client address, in the `limits` notation ("30/minute", "5/second;100/hour"); "" = off.
+    feedback_rate_limit: str = "30/minute"
+    # Addresses whose X-Forwarded-For is believed (the compose nginx); "*" trusts any, "" none.
+    trusted_proxies: str = "127.0.0.1"
 
     @field_validator("warmup_batch_sizes")
     @classmethod
@@ -95,6 +109,33 @@ class Settings(BaseSettings):
                 raise ValueError("must be 'all' or comma-separated batch sizes such as 1,16") from None
             if not sizes or min(sizes) < 1:
                 raise ValueError("must be 'all' or comma-separated batch sizes of at least 1")
+        return value
+
+    @field_validator("feedback_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse_many  # here: the CLI's other commands need no `limits`
+
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError("must be a rate such as 30/minute or 5/second;100/hour, or empty (no limit)") from None
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        """Either *, or comma-separated addresses and CIDR networks (as uvicorn's ProxyHeadersMiddleware reads them)."""
+        import ipaddress
+
+        if value.strip() != "*":
+            for part in filter(None, (p.strip() for p in value.split(","))):
+                try:
+                    ipaddress.ip_network(part)  # an address is a network of one
+                except ValueError:
+                    why = f"{part!r} is not an address or network: use e.g. 127.0.0.1,10.0.0.0/8, or *"
+                    raise ValueError(why) from None
         return value
 
     @model_validator(mode="after")

@@ -83,3 +83,22 @@ def test_evaluation_on_cached_features_equals_the_served_graph(lite0_model: Path
     assert abs(cached["roc_auc"] - served["roc_auc"]) < 1e-9 and abs(cached["log_loss"] - served["log_loss"]) < 1e-4
     assert same is not None and same["accuracy"] == cached["accuracy"]  # the gate's comparison: same head, same figure
     assert (tmp_path / "plots" / "roc_curve.png").is_file()
+
+
+def test_paired_predictions_of_several_heads_on_the_same_features(lite0_model: Path, tmp_path: Path) -> None:
+    """What McNemar's test in the promotion gate reads: per-image predicted classes, same images, same order."""
+    import json
+    import shutil
+
+    from catdog.ml.evaluate import evaluate_with_heads
+
+    other = Path(shutil.copytree(lite0_model, tmp_path / "other"))
+    config = json.loads((other / "model_config.json").read_text())
+    (other / "model_config.json").write_text(json.dumps(config | {"backbone": "vgg16"}))
+    paired = evaluate_with_heads(lite0_model, CATSDOGS, others={"same": lite0_model, "other": other})
+    n = paired.metrics["n"]
+    assert paired.labels.shape == (n,) and set(paired.predicted) == {"new", "same"}
+    assert paired.predicted["new"].shape == (n,) and np.array_equal(paired.predicted["new"], paired.predicted["same"])
+    assert np.mean(paired.predicted["new"] == paired.labels) == pytest.approx(paired.metrics["accuracy"])
+    assert paired.compared["same"]["accuracy"] == paired.metrics["accuracy"]
+    assert "other" not in paired.compared and "vgg16" in paired.skipped["other"]

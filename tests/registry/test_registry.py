@@ -166,7 +166,7 @@ def test_log_training_run_records_a_run_and_a_version(registry: Registry, settin
     assert info.model_dir.is_relative_to(settings.state_dir / "mlartifacts")
 
     shape = info.to_dict()
-    assert shape["gate"] == {"verdict": "staging", "reason": "worse"}
+    assert shape["gate"] == {"verdict": "staging", "reason": "worse", "checks": []}  # no gate_checks tag
     assert shape["parent_version"] == 1
     assert shape["data"] == {"digest": "ab" * 32, "counts": {"cats": 4050, "dogs": 4055}, "uploads": 100}
     assert shape["plots"] == {
@@ -263,7 +263,8 @@ def test_aliases_and_tags(registry: Registry) -> None:
     assert registry.aliases() == {"production": 1, "staging": 2}
     assert registry.get(2).aliases == ("staging",)
     registry.set_tags(2, {"gate_verdict": "staging", "gate_reason": "accuracy 0.97 < 0.985 - 0.005"})
-    assert registry.get(2).to_dict()["gate"] == {"verdict": "staging", "reason": "accuracy 0.97 < 0.985 - 0.005"}
+    gate = registry.get(2).to_dict()["gate"]
+    assert gate == {"verdict": "staging", "reason": "accuracy 0.97 < 0.985 - 0.005", "checks": []}
     registry.delete_alias("staging")
     registry.delete_alias("staging")  # already gone: nothing happens
     assert registry.aliases() == {"production": 1}

@@ -34,6 +34,7 @@ def platform(tmp_path: Path, shipped_lite0: Path, monkeypatch: pytest.MonkeyPatc
         "DEFAULT_MODEL": "efficientnet_lite0",
         "RETRAIN_MIN_PER_CLASS": 5,
         "GATE_TOLERANCE": 1.0,
+        "GATE_MIN_ACCURACY": 0.0,  # the tiny fixture model is judged on 12 test photos: no floor
         "ADMIN_TOKEN": TOKEN,
         "JOB_HEARTBEAT_SECONDS": 0.2,
         "REGISTRY_POLL_SECONDS": 0.5,
@@ -94,7 +95,9 @@ def test_admin_routes_need_the_token(platform: TestClient) -> None:
         ("post", "/api/retrain/x/cancel"),
         ("post", "/api/models/1/promote"),
         ("post", "/api/models/rollback"),
+        ("post", "/api/models/1/reference"),
         ("delete", "/api/uploads/abc"),
+        ("post", "/api/uploads/abc/keep"),
         ("post", "/api/feedback/x/add-to-training"),
         ("get", "/api/auth/check"),
     ):
@@ -157,8 +160,27 @@ def test_a_retrain_through_the_api_registers_a_version_and_serving_switches(
     assert done["status"] == "succeeded", done["error"]
     assert done["job_id"] == started.json()["job_id"] and done["total_retrains"] == 1 and done["last_retrain"]
     assert done["version"] == 2 and done["gate"]["promoted"] and 0 <= done["metrics"]["accuracy"] <= 1
+    check = done["label_check"]  # the uploads' labels were checked before they trained
+    assert check["enabled"] and check["checked"] == 2 and check["trained"] + check["quarantined"] == 2
+    assert check["base_issues"]["of"] == 32 and isinstance(check["base_issues"]["examples"], list)
     after = platform.get("/api/models").json()
     assert after["production"] == 2 and after["versions"][0]["source"] == "retrain"
+    # the gate's checks, with their figures, on the version; the reference is the first production
+    checks = after["versions"][0]["gate"]["checks"]
+    assert [c["name"] for c in checks] == ["production", "mcnemar", "reference", "floor"]
+    assert all(c["passed"] for c in checks) and after["versions"][0]["gate"]["verdict"] == "promoted"
+    assert checks[0]["accuracy"] == after["versions"][0]["metrics"]["accuracy"] and checks[2]["reference_version"] == 1
+    assert {"b", "c", "p_value", "alpha", "n"} <= set(checks[1]) and 0 <= checks[1]["p_value"] <= 1
+    assert after["reference"]["version"] == 1 and after["reference"]["source"] == "first production"
+    assert after["versions"][1]["gate"]["checks"] == []  # the shipped version was never gated
+    assert platform.post("/api/models/99/reference", headers=ADMIN).status_code == 404
+    moved = platform.post("/api/models/2/reference", headers=ADMIN)
+    accuracies = [v["metrics"]["accuracy"] for v in after["versions"]]  # [v2, v1], registered (None: none)
+    if accuracies[1] is None or accuracies[0] >= accuracies[1]:  # only upwards
+        assert moved.json() == {"reference": 2, "previous": 1, "overridden_by_setting": None}
+        assert platform.get("/api/models").json()["reference"]["source"] == "admin (API)"
+    else:
+        assert moved.status_code == 409 and "only moves up" in moved.json()["detail"]
     assert after["versions"][0]["data"]["uploads"] == 2
     new_id = after["versions"][0]["model_version"]
     deadline = time.time() + 60
@@ -258,3 +280,41 @@ def test_unusual_uploads_are_stored_and_shown(platform: TestClient, tmp_path: Pa
     assert image.headers["content-type"] == "image/png" and Image.open(io.BytesIO(image.content)).format == "PNG"
     original = platform.get(shown[tiff.name] + "?original=true")
     assert Image.open(io.BytesIO(original.content)).format == "TIFF"
+
+
+def test_uploads_carry_the_models_verdict_label_conflicts_and_quarantine(platform: TestClient, tmp_path: Path) -> None:
+    """The served model's P(class) in the upload answer; a base-set cat sent as a dog is a conflict; Keep."""
+    new_cats = _new_photos(tmp_path, "cats", 2)
+    answer = platform.post("/api/upload-training-data?class_name=dogs", files=_files(new_cats), headers=ADMIN).json()
+    for entry in answer["files"]:
+        assert entry["status"] == "stored" and entry["predicted_class"] in ("cat", "dog")
+        assert 0 <= entry["p_label"] <= 1 and entry["label_agrees"] == (entry["predicted_class"] == "dog")
+        assert entry["conflict"] is False
+    base_cat = _photos("train", "cats", 1)
+    conflict = platform.post("/api/upload-training-data?class_name=dogs", files=_files(base_cat), headers=ADMIN).json()
+    assert (
+        conflict["uploaded"] == 0
+        and len(conflict["conflicts"]) == 1
+        and conflict["duplicates"] == conflict["conflicts"]
+    )
+    entry = conflict["conflicts"][0]
+    assert (entry["status"], entry["duplicate_of"], entry["class"], entry["conflict"]) == (
+        "conflict",
+        "training set",
+        "cats",
+        True,
+    )
+    assert "base training set as cats" in entry["detail"] and entry["predicted_class"] in ("cat", "dog")
+    listed = platform.get("/api/uploads").json()
+    assert listed["quarantine"] == {"quarantined": 0, "kept": 0}
+    for upload in listed["uploads"]:
+        assert upload["quarantined"] is False and upload["quarantine_reason"] is None
+        assert upload["predicted_class"] in ("cat", "dog") and 0 <= upload["p_label"] <= 1
+    assert platform.get("/api/uploads?quarantined=true").json()["total"] == 0
+    assert platform.get("/api/uploads?quarantined=false").json()["total"] == 2
+    assert platform.get("/api/uploads?quarantined=maybe").status_code == 422
+    sha = listed["uploads"][0]["sha256"]
+    kept = platform.post(f"/api/uploads/{sha}/keep", headers=ADMIN)
+    assert kept.status_code == 200 and kept.json()["upload"]["kept_by_admin"] is True
+    assert kept.json()["quarantine"] == {"quarantined": 0, "kept": 1}
+    assert platform.post("/api/uploads/nope/keep", headers=ADMIN).status_code == 404

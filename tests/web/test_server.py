@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -163,8 +164,9 @@ def test_a_clean_shutdown_loses_no_prediction_record(lite0_model: Path, tmp_path
     assert re.search(r"serving .* on http://localhost:\d+", output)
 
 
-def test_sigterm_stops_the_server_and_the_job_worker_it_started(lite0_model: Path, tmp_path: Path) -> None:
-    """What `docker stop` sends: the server shuts down cleanly, its records are written, its worker stops too."""
+def test_sigterm_stops_the_server_and_every_process_it_started(lite0_model: Path, tmp_path: Path) -> None:
+    """What `docker stop` sends: the server shuts down cleanly, its records are written, and within 15 s
+    of the signal no process it started runs (the job worker, the drift check, the resource tracker)."""
     metrics = tmp_path / "metrics"
     server = Server(lite0_model, tmp_path / "state", workers=1, env={"CATDOG_METRICS_DIR": str(metrics)})
     try:
@@ -172,18 +174,66 @@ def test_sigterm_stops_the_server_and_the_job_worker_it_started(lite0_model: Pat
         photo = next((CATSDOGS / "test" / "cats").iterdir())
         body, headers = multipart(photo.read_bytes(), photo.name)
         assert call(server.base + "/api/predict", body, headers)[0] == 200
-        children = psutil.Process(server.process.pid).children(recursive=True)
-        workers = [child for child in children if "worker" in child.cmdline()]
-        assert len(workers) == 1
+        children = started_processes(server, uvicorn_workers=1)
         assert any(metrics.iterdir()) and not (tmp_path / "state" / "prometheus").exists()
         server.process.send_signal(signal.SIGTERM)
-        server.process.wait(60)
+        alive = left_running(server, children, seconds=15)
     finally:
         output = server.stop()
     assert server.process.returncode == 0, output
-    assert not workers[0].is_running() or workers[0].status() == psutil.STATUS_ZOMBIE, "the job worker outlived serve"
+    assert not alive, f"still running 15 s after SIGTERM: {alive}"
     with sqlite3.connect(tmp_path / "state" / "catdog.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 1
+
+
+def started_processes(server: Server, uvicorn_workers: int, timeout: float = 60) -> list[psutil.Process]:
+    """Every process `catdog serve` started, once all are up: the job worker, the drift check process of
+    each uvicorn worker, uvicorn's worker processes (with several), multiprocessing's resource tracker."""
+    spawned = 1 if uvicorn_workers == 1 else 2 * uvicorn_workers  # drift processes (+ uvicorn's workers)
+    deadline = time.time() + timeout
+    while True:
+        processes = psutil.Process(server.process.pid).children(recursive=True)
+        lines = [" ".join(process.cmdline()) for process in processes]
+        workers = sum("--with-parent" in line for line in lines)
+        if workers == 1 and sum("spawn_main" in line for line in lines) >= spawned:
+            return processes
+        if time.time() > deadline:
+            raise TimeoutError(f"serve's processes never all started: {lines}")
+        time.sleep(0.2)
+
+
+def left_running(server: Server, children: list[psutil.Process], seconds: float) -> list[str]:
+    """The command lines of the server and the children still running `seconds` after now (zombies count as ended)."""
+    deadline = time.monotonic() + seconds
+    try:
+        server.process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return [f"catdog serve (pid {server.process.pid})"]
+    _, alive = psutil.wait_procs(children, timeout=max(0.0, deadline - time.monotonic()))
+    running = []
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.status() != psutil.STATUS_ZOMBIE:
+                running.append(" ".join(process.cmdline()))
+    return running
+
+
+def test_kill_9_of_serve_leaves_no_process_behind(lite0_model: Path, tmp_path: Path) -> None:
+    """`kill -9` runs no code in the server: each child notices that its parent is gone and stops itself
+    (catdog.lifecycle): the job worker, uvicorn's worker processes, their drift check processes."""
+    server = Server(lite0_model, tmp_path / "state", workers=2)
+    children: list[psutil.Process] = []
+    try:
+        server.wait_ready()
+        children = started_processes(server, uvicorn_workers=2)
+        server.process.kill()
+        alive = left_running(server, children, seconds=15)
+        assert not alive, f"still running 15 s after SIGKILL: {alive}"
+    finally:
+        server.stop()
+        for process in children:  # never leave one behind for later tests
+            if process.is_running():
+                process.kill()
 
 
 def test_serve_refuses_a_model_folder_that_is_not_built(tmp_path: Path) -> None:

@@ -15,7 +15,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from catdog.db.models import ACTIVE_RETRAIN_STATUSES, RetrainJob, RetrainStatus, iso_z, utcnow
+from catdog.db.models import (
+    ACTIVE_RETRAIN_STATUSES,
+    FINISHED_RETRAIN_STATUSES,
+    RetrainJob,
+    RetrainStatus,
+    iso_z,
+    utcnow,
+)
 
 
 class JobConflict(Exception):
@@ -157,6 +164,26 @@ def finish_job(
     return bool(changed.rowcount)  # type: ignore[attr-defined]
 
 
+def amend_finished_job(
+    session: Session, job_id: str, status: RetrainStatus, *, error: str | None, result: dict[str, Any]
+) -> bool:
+    """Correct a finished job's status, error and result after a crash (catdog.jobs.reconcile).
+
+    Only a job that has already ended changes (an active one belongs to its worker); False otherwise.
+    """
+    values: dict[str, Any] = {"status": status.value, "error": error, "result": result}
+    values["phase"] = "done" if status == RetrainStatus.SUCCEEDED else status.value
+    if status == RetrainStatus.SUCCEEDED:
+        values["percent"] = 100.0
+    changed = session.execute(
+        update(RetrainJob)
+        .where(RetrainJob.id == job_id, RetrainJob.status.in_(FINISHED_RETRAIN_STATUSES))
+        .values(**values)
+    )
+    session.commit()
+    return bool(changed.rowcount)  # type: ignore[attr-defined]
+
+
 def sweep_stale_jobs(session: Session, stale_after: timedelta, now: datetime | None = None) -> list[str]:
     """Fail running jobs whose last heartbeat is older than stale_after (their worker died); returns their ids."""
     cutoff = (now or utcnow()) - stale_after
@@ -194,7 +221,10 @@ def job_dict(job: RetrainJob | None) -> dict[str, Any]:
         "metrics": result.get("metrics"),
         "version": result.get("version"),
         "gate": result.get("gate"),
+        # the label check before training: {checked, quarantined, kept, trained, base_issues: {count, examples}}
+        "label_check": result.get("label_check"),
         "seconds": result.get("seconds"),
+        "recipe": result.get("recipe"),  # the training recipe it followed (views, epochs, from_version)
         "params": job.params,
         "worker": job.worker,
         "cancel_requested": bool(job.cancel_requested),
@@ -216,7 +246,9 @@ JOB_FIELDS = (
     "metrics",
     "version",
     "gate",
+    "label_check",
     "seconds",
+    "recipe",
     "params",
     "worker",
     "created_at",

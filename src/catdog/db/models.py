@@ -152,6 +152,15 @@ class Upload(Base):
     height: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(16), default=UploadSource.UPLOAD.value)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True, default=utcnow)
+    # the served model's verdict when it was uploaded: its class and P(the class it was uploaded as)
+    predicted_class: Mapped[str | None] = mapped_column(String(8))  # "cat" | "dog"; None: not predicted
+    p_label: Mapped[float | None] = mapped_column(Float)
+    # the last retrain's label check (confident learning, catdog.ml.label_check)
+    quarantined: Mapped[bool] = mapped_column(index=True, default=False)  # True: not trained on
+    quarantine_reason: Mapped[str | None] = mapped_column(Text)
+    label_p: Mapped[float | None] = mapped_column(Float)  # out-of-sample P(its label), K-fold
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    kept_by_admin: Mapped[bool] = mapped_column(default=False)  # an admin keeps it: trained on, never quarantined
 
 
 class Feedback(Base):
@@ -166,6 +175,8 @@ class Feedback(Base):
     predicted_class: Mapped[str] = mapped_column(String(8))  # "cat" | "dog"
     correct_label: Mapped[str] = mapped_column(String(8))  # "cat" | "dog"
     upload_sha256: Mapped[str | None] = mapped_column(String(64))  # set once added to the training uploads
+    content_sha256: Mapped[str | None] = mapped_column(String(64), index=True)  # the picture judged
+    client: Mapped[str | None] = mapped_column(String(64))  # who sent it: the client address (proxy-aware)
 
 
 class DriftReport(Base):

@@ -10,13 +10,13 @@ promotion gate says so. Progress, heartbeats and cancel checks go through the jo
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import shutil
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,14 +25,20 @@ from catdog.db.models import RetrainStatus
 from catdog.db.session import make_engine, session_factory
 from catdog.errors import UsageProblem
 from catdog.instance import instance_name
+from catdog.jobs.gate import Contender, GateDecision, decide
 from catdog.ml.data import CLASS_DIRS, count_class_files
 from catdog.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # MLflow's and scikit-learn's imports cost seconds: retrain() imports them when it runs
+    from catdog.ml.evaluate import PairedEvaluation
+    from catdog.registry import GateReference, ModelVersionInfo, Registry
 
 log = logging.getLogger(__name__)
 
 # Share of the job's percent each phase covers, in order (extracting dominates a cold cache).
 PHASES = {"extracting": (0, 70), "training": (70, 85), "building": (85, 88), "reference": (88, 92)}
 PHASES |= {"evaluating": (92, 97), "registering": (97, 100)}
+PHASES |= {"checking": (70, 70)}  # the label check's K folds (seconds), after its features were extracted
 WRITE_EVERY_S = 0.5  # progress rows are written at most this often
 
 
@@ -42,15 +48,6 @@ class JobCancelled(Exception):
 
 class NotEnoughData(UsageProblem):
     """The base training set is missing, or a class has fewer images than a retrain needs."""
-
-
-@dataclass(frozen=True)
-class GateVerdict:
-    promoted: bool
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"promoted": self.promoted, "reason": self.reason}
 
 
 def check_training_data(settings: Settings) -> dict[str, dict[str, int]]:
@@ -85,21 +82,6 @@ def check_training_data(settings: Settings) -> dict[str, dict[str, int]]:
     return counts
 
 
-def decide(new: dict[str, Any], production: dict[str, Any] | None, tolerance: float, how: str) -> GateVerdict:
-    """The promotion gate: promote when test accuracy is not below production's by more than tolerance.
-
-    new, production: metrics dicts with "accuracy" (and "roc_auc") on the same test split; how:
-    how production's figure was obtained, for the reason text. No production figure: not promoted.
-    """
-    if production is None or production.get("accuracy") is None:
-        return GateVerdict(False, "production has no test metrics to compare with: kept as staging")
-    ours, theirs = float(new["accuracy"]), float(production["accuracy"])
-    figures = f"accuracy {ours:.4f} vs production {theirs:.4f} ({how}; tolerance {tolerance:.4f})"
-    if ours + tolerance >= theirs:
-        return GateVerdict(True, f"not worse than production: {figures}")
-    return GateVerdict(False, f"worse than production: {figures}")
-
-
 class Progress:
     """Turns (phase, done, total) into the row's phase, percent and ETA; raises JobCancelled when asked."""
 
@@ -122,7 +104,7 @@ class Progress:
             return
         self._last_write = now
         low, high = PHASES.get(phase, (0, 100))
-        fraction = done / total if total else 0.0
+        fraction = done / total if total else 1.0  # nothing to do (every feature cached): the phase is done
         percent = low + (high - low) * fraction
         eta = (now - started) / done * (total - done) if done and total else None
         detail = _detail(phase, done, total)
@@ -143,6 +125,8 @@ def _detail(phase: str, done: int, total: int) -> str:
         return f"extracting {done}/{total}" if total else "extracting: every feature cached"
     if phase == "training":
         return f"training epoch {done}/{total}"
+    if phase == "checking":
+        return f"checking labels: fold {done}/{total}"
     return {"building": "building the ONNX graphs", "reference": "drift reference"}.get(phase, phase)
 
 
@@ -206,14 +190,79 @@ def _disk_reason(exc: OSError) -> str:
     return f"{exc.strerror or exc}{where}; production is unchanged"
 
 
+def recipe_of(version: Any) -> dict[str, Any]:
+    """The `training` entry of a registered version's model_config.json; {} when it cannot be read."""
+    from catdog.ml.artifacts import ModelConfig
+
+    try:
+        return dict(ModelConfig.load(version.model_dir).training)
+    except Exception as exc:  # a remote store not fetched yet, an old directory: the defaults train
+        log.warning("cannot read version %s's training recipe (%s): training with the defaults", version, exc)
+        return {}
+
+
+SAME_FEATURES = "its head on the same test features"
+
+
+def judge(
+    evaluation: PairedEvaluation,
+    production: ModelVersionInfo | None,
+    reference_info: ModelVersionInfo | None,
+    reference: GateReference,
+    settings: Settings,
+) -> GateDecision:
+    """The promotion gate (catdog.jobs.gate.decide) on a retrain's evaluation, with the settings' thresholds.
+
+    A version whose head ran on the new version's test features (same backbone) is compared by
+    that accuracy and its paired predictions (McNemar); any other by its registered test metrics,
+    and McNemar's test says it did not run. A reference that names no version fails its check.
+    """
+    new = Contender(None, evaluation.metrics.get("accuracy"), evaluation.predicted.get("new"), "")
+
+    def contender(name: str, info: ModelVersionInfo | None) -> Contender | None:
+        if info is None:
+            return None
+        if name in evaluation.compared:
+            accuracy = evaluation.compared[name]["accuracy"]
+            return Contender(info.version, accuracy, evaluation.predicted[name], SAME_FEATURES)
+        return Contender(info.version, info.metrics.get("accuracy"), None, "its registered test metrics")
+
+    reference_side = contender("reference", reference_info)
+    if reference_side is None and reference.version is not None:
+        reference_side = Contender(reference.version, None, None, "no such version in the registry")
+    return decide(
+        new,
+        contender("production", production),
+        reference_side,
+        evaluation.labels,
+        tolerance=settings.gate_tolerance,
+        alpha=settings.gate_mcnemar_alpha,
+        min_accuracy=settings.gate_min_accuracy,
+        reference_source=reference.source,
+    )
+
+
+def _version_or_none(registry: Registry, version: int | None) -> ModelVersionInfo | None:
+    from catdog.registry import UnknownVersion
+
+    if version is None:
+        return None
+    try:
+        return registry.get(version)
+    except UnknownVersion:
+        log.warning("the gate's reference version %s is not in the registry: the reference check fails", version)
+        return None
+
+
 def retrain(
     settings: Settings, sessions: sessionmaker[Session], job_id: str, workdir: Path, progress: Progress
 ) -> dict[str, Any]:
     """Train, evaluate, register and gate one new version; returns the job's result dict."""
+    from catdog.jobs.quarantine import check_uploads
     from catdog.ml.artifacts import PLOTS_DIR, ModelConfig, metrics_path, write_json
-    from catdog.ml.evaluate import evaluate_on_features
+    from catdog.ml.evaluate import evaluate_with_heads
     from catdog.ml.features import AugmentRecipe
-    from catdog.ml.train import TrainConfig, train
+    from catdog.ml.train import config_from_recipe, train
     from catdog.registry import Registry, training_dataset
 
     started = time.perf_counter()
@@ -229,44 +278,70 @@ def retrain(
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     model_dir = workdir / "model"
-    config = TrainConfig(
+    # the recipe of the version it retrains (views, epochs, head, augmentation): the same backbone
+    # passes its parent paid, so the feature cache warmed for it (catdog.jobs.warm) serves here
+    recipe = recipe_of(production) if production is not None and production.backbone == backbone else {}
+    config = config_from_recipe(
+        recipe,
         data=str(settings.data_dir),
         out=str(model_dir),
         backbone=backbone,
         extra_data=[str(settings.uploads_dir)],
-        augment=AugmentRecipe(seed=TrainConfig.seed),  # as `catdog train` does: its cached views serve here too
     )
+    if not recipe:  # as `catdog train` does: its cached views serve here too
+        config.augment = AugmentRecipe(seed=config.seed)
+    # labels checked before they train: likely-mislabelled uploads wait in quarantine (catdog.jobs.quarantine)
+    checked = check_uploads(settings, sessions, config, workdir, progress)
+    config.extra_data = [str(checked.folder)]  # the checked uploads an admin did not see quarantined
     trained = train(config, progress=False, on_progress=progress)
 
     progress("evaluating", 0, 1)
-    same_backbone = production is not None and production.backbone == backbone
-    metrics, production_metrics = evaluate_on_features(
+    reference = registry.reference()
+    reference_info = _version_or_none(registry, reference.version)
+    heads = {  # production's and the reference's heads on the new version's test features: paired predictions
+        name: registry.local_model_dir(info.version)
+        for name, info in (("production", production), ("reference", reference_info))
+        if info is not None and info.backbone == backbone
+    }
+    evaluation = evaluate_with_heads(
         model_dir,
         settings.data_dir,
+        others=heads,
         plots_dir=model_dir / PLOTS_DIR,
         history=trained.history,
         on_batch=lambda done, total: progress("evaluating", done, total),
-        compare_with=production.model_dir if same_backbone and production else None,
     )
+    metrics = evaluation.metrics
     write_json(metrics_path(model_dir, metrics["model"]["precision"]), metrics)
-    how = "its head on the same test features"
-    if production_metrics is None and production is not None:
-        production_metrics, how = production.metrics, "its registered test metrics"
-    verdict = decide(metrics, production_metrics, settings.gate_tolerance, how)
+    production_metrics = evaluation.compared.get("production") or (production.metrics if production else None)
+    verdict = judge(evaluation, production, reference_info, reference, settings)
 
     progress("registering", 0, 1)  # the last point a cancel is honoured (the API refuses one from here on)
     progress.irrevocable = True
     summary = {k: metrics[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "n")}
-    data = training_dataset(ModelConfig.load(model_dir).data, "catdog-train+uploads", counts["uploads"]["total"])
+    # the record names the uploads folder, not the job's folder of links (deleted with the job)
+    uploads = [str(settings.uploads_dir)]
+    recorded = ModelConfig.load(model_dir)
+    recorded.data["extra_roots"] = uploads
+    recorded.training["extra_data"] = uploads
+    recorded.save(model_dir)
+    trained_uploads = int(checked.summary.get("trained", counts["uploads"]["total"]))
+    data = training_dataset(recorded.data, "catdog-train+uploads", trained_uploads)
     version = registry.log_training_run(
         model_dir,
         source="retrain",
-        params=config.to_dict(),
+        params=config.to_dict() | {"extra_data": uploads},
         history=trained.history,
         test_metrics=metrics,
         dataset=data,
         parent_version=production.version if production else None,
-        tags={"gate_verdict": "promoted" if verdict.promoted else "staging", "gate_reason": verdict.reason},
+        tags={
+            "gate_verdict": "promoted" if verdict.promoted else "staging",
+            "gate_reason": verdict.reason,
+            "gate_checks": json.dumps(verdict.checks_list()),
+            "gate_reference": "" if reference.version is None else str(reference.version),
+            "job_id": job_id,  # a crash before the alias moves is repaired from it (catdog.jobs.reconcile)
+        },
     )
     if verdict.promoted:
         registry.promote(version.version, reason=verdict.reason)
@@ -282,6 +357,14 @@ def retrain(
         "metrics": summary,
         "production_metrics": None if production_metrics is None else production_metrics.get("accuracy"),
         "gate": verdict.to_dict(),
+        "gate_checks": verdict.checks_list(),
+        "gate_reference": reference.to_dict(),
         "data": data,
+        "label_check": checked.summary,
         "seconds": seconds,
+        "recipe": {
+            "views": config.views,
+            "epochs": config.epochs,
+            "from_version": production.version if recipe and production else None,
+        },
     }

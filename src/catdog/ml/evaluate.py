@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,50 @@ def evaluate_on_features(
     backbone, its head evaluated on the very same features (the promotion gate's comparison: both
     heads on the graph this machine runs, whatever precision each head was trained with); None is
     returned for it when its backbone differs. Raises DataError when DIR
-    has no readable test images.
+    has no readable test images. evaluate_with_heads does the same for several heads and keeps
+    every head's per-image predictions.
+    """
+    others = {"other": Path(compare_with)} if compare_with is not None else {}
+    paired = evaluate_with_heads(
+        model_dir, data_dir, others=others, plots_dir=plots_dir, history=history, progress=progress, on_batch=on_batch
+    )
+    return paired.metrics, paired.compared.get("other")
+
+
+@dataclass(frozen=True)
+class PairedEvaluation:
+    """A model's test metrics plus per-image predictions of it and of other heads on the same test features.
+
+    metrics: the model's metrics (as evaluate_on_features returns them). labels: (N,) int64 true
+    classes (0 cat, 1 dog) of the N readable test images, in load_split's order. predicted: name ->
+    (N,) int8 predicted class (P(dog) >= that model's threshold) on those images: "new" for the model,
+    and each compared head whose backbone matches. compared: name -> metrics of each such head.
+    skipped: name -> why a compared head was not evaluated (another backbone).
+    """
+
+    metrics: dict[str, Any]
+    labels: np.ndarray
+    predicted: dict[str, np.ndarray]
+    compared: dict[str, dict[str, Any]]
+    skipped: dict[str, str]
+
+
+def evaluate_with_heads(
+    model_dir: Path,
+    data_dir: Path,
+    *,
+    others: Mapping[str, Path] | None = None,
+    plots_dir: Path | None = None,
+    history: list[dict[str, Any]] | None = None,
+    progress: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> PairedEvaluation:
+    """evaluate_on_features for the model, plus every head of `others` (name -> model directory) on the same features.
+
+    The features are computed (or read from the cache) once, with the model's backbone graph; a
+    head of another backbone cannot run on them and is listed in `skipped` instead. The paired
+    predictions are what McNemar's test in catdog.jobs.gate needs. Raises DataError when DIR has
+    no readable test images.
     """
     from catdog.ml.artifacts import ModelConfig
     from catdog.ml.drift import head_probabilities, reference_graphs
@@ -90,7 +134,7 @@ def evaluate_on_features(
         desc="test split features",
         on_batch=on_batch,
     )
-    labels = np.array(split.labels)
+    labels = np.array(split.labels, dtype=np.int64)
     p_dog = head_probabilities(Path(model_dir), features).astype(np.float64)
     metrics = compute_metrics(labels, p_dog, float(config.threshold))
     metrics["data"] = {"root": str(split.root), "fingerprint": split.fingerprint(), "skipped": len(split.skipped)}
@@ -104,13 +148,19 @@ def evaluate_on_features(
         from catdog.ml import plots
 
         metrics["plots"] = plots.evaluation_plots(plots_dir, split, p_dog, metrics, history)
-    other = None
-    if compare_with is not None:
-        other_config = ModelConfig.load(Path(compare_with))
-        if other_config.backbone == config.backbone:  # its head on the features this machine serves it with
-            other_p = head_probabilities(Path(compare_with), features).astype(np.float64)
-            other = compute_metrics(labels, other_p, float(other_config.threshold))
-    return metrics, other
+    predicted = {"new": (p_dog >= float(config.threshold)).astype(np.int8)}
+    compared: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    for name, other_dir in (others or {}).items():
+        other_config = ModelConfig.load(Path(other_dir))
+        if other_config.backbone != config.backbone:
+            skipped[name] = f"backbone {other_config.backbone}, not {config.backbone}: no shared features"
+            continue
+        # its head on the features this machine serves it with
+        other_p = head_probabilities(Path(other_dir), features).astype(np.float64)
+        compared[name] = compute_metrics(labels, other_p, float(other_config.threshold))
+        predicted[name] = (other_p >= float(other_config.threshold)).astype(np.int8)
+    return PairedEvaluation(metrics, labels, predicted, compared, skipped)
 
 
 def evaluate_model(

@@ -46,8 +46,8 @@ class AugmentRecipe:
 class FeatureExtractor:
     """uint8 NHWC RGB images -> pooled backbone features (N, C) through an ONNX graph."""
 
-    def __init__(self, onnx_path: Path, normalization: Normalization, threads: int = 0) -> None:
-        self.session = make_session(onnx_path, threads)
+    def __init__(self, onnx_path: Path, normalization: Normalization, threads: int = 0, spin: bool = True) -> None:
+        self.session = make_session(onnx_path, threads, spin)
         self.normalization = normalization
         with open(onnx_path, "rb") as handle:
             self.graph_digest = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
@@ -75,6 +75,15 @@ class FeatureCache:
                 found[key] = np.frombuffer(blob, dtype=self.dtype).astype(np.float32)
         return found
 
+    def has(self, keys: Sequence[str]) -> set[str]:
+        """The keys among `keys` that hold a vector (reads keys only, not the vectors)."""
+        present: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            present.update(key for (key,) in self.db.execute(f"SELECT key FROM features WHERE key IN ({marks})", chunk))
+        return present
+
     def put(self, items: Iterable[tuple[str, np.ndarray]]) -> None:
         with self.db:
             self.db.executemany(
@@ -93,6 +102,11 @@ def cache_for(
     features_dir: Path, backbone: str, extractor: FeatureExtractor, dtype: type[np.floating] = np.float32
 ) -> FeatureCache:
     return FeatureCache(features_dir / f"{backbone}-{extractor.graph_digest}.sqlite", dtype)
+
+
+def cache_keys(samples: Sequence[Sample], views: int, recipe: AugmentRecipe) -> list[str]:
+    """The cache keys extract_features reads for these samples, views and recipe (sample-major)."""
+    return [_key(s, v, recipe) for s in samples for v in range(views)]
 
 
 def _key(sample: Sample, view: int, recipe: AugmentRecipe) -> str:

@@ -25,7 +25,7 @@ import catdog
 from catdog.errors import UsageProblem
 from catdog.ml.artifacts import CALIBRATION_JSON, HEAD_NPZ, HISTORY_JSON, LAST_BLOCK_NPZ, ModelConfig, write_json
 from catdog.ml.backbones import create_backbone
-from catdog.ml.backbones.base import ensure_onnx, packaged_calibration_table
+from catdog.ml.backbones.base import Backbone, ensure_onnx, packaged_calibration_table
 from catdog.ml.data import CLASS_DIRS, DataError, Split, load_split, resolve_split
 from catdog.ml.drift import build_reference
 from catdog.ml.export import build_model_dir
@@ -85,6 +85,81 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+RECIPE_FIELDS = (
+    "precision",
+    "views",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "val_fraction",
+    "early_stopping_patience",
+    "lr_patience",
+    "lr_factor",
+    "seed",
+    "finetune_last_block",
+    "finetune_lr_scale",
+)
+
+
+def config_from_recipe(recipe: dict[str, Any], **where: Any) -> TrainConfig:
+    """A TrainConfig that trains as a model recorded in its model_config.json `training` did.
+
+    recipe: a model's `training` dict (TrainConfig.to_dict() plus results); its views, epochs,
+    optimiser, head and augmentation recipe are taken, unknown or missing keys fall back to the
+    defaults. where: the fields that say where (data, out, extra_data, backbone, ...), which win.
+    A retrain thus pays the backbone passes its parent paid (views), no more.
+    """
+    values: dict[str, Any] = {key: recipe[key] for key in RECIPE_FIELDS if key in recipe}
+    if isinstance(recipe.get("head"), dict):
+        known = HeadConfig.__dataclass_fields__
+        values["head"] = HeadConfig(**{k: v for k, v in recipe["head"].items() if k in known})
+    if isinstance(recipe.get("augment"), dict):
+        known = AugmentRecipe.__dataclass_fields__
+        values["augment"] = AugmentRecipe(**{k: v for k, v in recipe["augment"].items() if k in known})
+    return TrainConfig(**(values | where))
+
+
+@dataclass(frozen=True)
+class TrainingGraph:
+    """The backbone graph training extracts features with, and the precision it was chosen for."""
+
+    backbone: Backbone
+    precision: str  # "fp32" | "int8"
+    table: Path | None  # the int8 range table (copied into the model directory), None for fp32
+    path: Path  # the ONNX graph: pooled features, or the trunk's maps when fine-tuning
+    finetune: bool
+
+
+def training_graph(backbone_name: str, precision: str, finetune: bool = False) -> TrainingGraph:
+    """The graph `train` runs for a backbone: int8 where it serves in int8 (the same choice as serving).
+
+    precision: "auto", "fp32" or "int8"; auto takes int8 where the CPU runs it faster (timed once,
+    catdog.ml.precision) and a packaged range table exists. Fine-tuning runs the fp32 trunk.
+    Raises UsageProblem for fine-tuning asked with int8, KeyError for an unknown backbone.
+    """
+    settings = get_settings()
+    backbone = create_backbone(backbone_name)
+    if finetune and precision == "int8":
+        raise UsageProblem("--finetune-last-block trains and serves in fp32: leave out --precision int8")
+    packaged = packaged_calibration_table(backbone.spec.name)
+    available = {"fp32", "int8"} if packaged.is_file() and not finetune else {"fp32"}
+    chosen = resolve_precision(
+        precision,
+        available,
+        int8_speedup=lambda: measured_int8_speedup(
+            backbone.spec.name,
+            ensure_onnx(backbone, "fp32"),
+            ensure_onnx(backbone, "int8", packaged),
+            size=backbone.spec.input_size,
+            threads=settings.threads,
+        ),
+    )
+    table = packaged if chosen == "int8" else None
+    path = backbone.trunk_onnx_path() if finetune else ensure_onnx(backbone, chosen, table)
+    return TrainingGraph(backbone, chosen, table, path, finetune)
+
+
 def load_training_data(data: Path, extra: list[str] | tuple[str, ...] = ()) -> Split:
     """DATA/train (or DATA itself) plus every extra folder's cats/ and dogs/ (missing classes count as empty).
 
@@ -122,27 +197,9 @@ def train(config: TrainConfig, progress: bool = True, on_progress: ProgressCallb
         raise DataError(f"{split.root} needs images of both classes, found {counts}")
 
     # 2. the frozen backbone at the precision it serves in; fine-tuning: its frozen trunk, in fp32
-    backbone = create_backbone(config.backbone)
-    finetune = config.finetune_last_block
-    if finetune and config.precision == "int8":
-        raise UsageProblem("--finetune-last-block trains and serves in fp32: leave out --precision int8")
-    # the same choice as serving: int8 where the CPU has int8 dot products and a range table exists
-    packaged = packaged_calibration_table(backbone.spec.name)
-    available = {"fp32", "int8"} if packaged.is_file() and not finetune else {"fp32"}
-    precision = resolve_precision(
-        config.precision or settings.precision,
-        available,
-        int8_speedup=lambda: measured_int8_speedup(
-            backbone.spec.name,
-            ensure_onnx(backbone, "fp32"),
-            ensure_onnx(backbone, "int8", packaged),
-            size=backbone.spec.input_size,
-            threads=settings.threads,
-        ),
-    )
-    table = packaged if precision == "int8" else None
-    graph = backbone.trunk_onnx_path() if finetune else ensure_onnx(backbone, precision, table)
-    extractor = FeatureExtractor(graph, backbone.spec.normalization, settings.threads)
+    graph = training_graph(config.backbone, config.precision or settings.precision, config.finetune_last_block)
+    backbone, precision, table, finetune = graph.backbone, graph.precision, graph.table, graph.finetune
+    extractor = FeatureExtractor(graph.path, backbone.spec.normalization, settings.threads)
 
     # 3. features (pooled vectors, or the trunk's maps), computed only for unseen (image, view) pairs
     t0 = time.perf_counter()

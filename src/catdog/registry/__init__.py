@@ -16,6 +16,7 @@ import mlflow.telemetry
 mlflow.telemetry.set_telemetry_client()  # re-reads the variable: None while telemetry is disabled
 
 from catdog.registry.mlflow_registry import PRODUCTION, STAGING, Registry  # noqa: E402
+from catdog.registry.reference import GateReference, ReferenceNotBetter  # noqa: E402
 from catdog.registry.types import (  # noqa: E402
     METRIC_KEYS,
     ModelVersionInfo,
@@ -29,8 +30,10 @@ __all__ = [
     "METRIC_KEYS",
     "PRODUCTION",
     "STAGING",
+    "GateReference",
     "ModelVersionInfo",
     "NothingToRollBack",
+    "ReferenceNotBetter",
     "Registry",
     "RegistryError",
     "UnknownVersion",

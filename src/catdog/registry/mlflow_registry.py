@@ -16,6 +16,8 @@ every file of its folder was written, so a half-written model is never registere
 Aliases: `production` (what servers serve) and `staging` (the challenger). Promotions are
 remembered as a stack (the registered model's tag `catdog.production_history`, newest last), so
 `rollback` undoes one promotion at a time and says NothingToRollBack at the first production.
+The promotion gate's reference version (catdog.registry.reference) is the registered model's tag
+`catdog.gate_reference`, written at the first promotion ever and moved only upwards by an admin.
 
 Concurrency: MLflow's SQLite store creates and migrates its tables on first use, and two
 processes doing that at once fail (one gets "table already exists"); constructing a Registry
@@ -53,6 +55,9 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from catdog.registry.reference import REFERENCE_TAG, GateReference, check_better
+from catdog.registry.reference import encode as encode_reference
+from catdog.registry.reference import resolve as resolve_reference
 from catdog.registry.types import (
     METRIC_KEYS,
     SOURCES,
@@ -302,6 +307,36 @@ class Registry:
         log.info("production rolled back: version %d -> %d", current, target)
         return target, current
 
+    def reference(self) -> GateReference:
+        """The promotion gate's reference version and how it was chosen (catdog.registry.reference's order)."""
+        model = self._registered_model()
+        tags = dict(model.tags or {}) if model is not None else {}
+        aliases = {alias: int(v) for alias, v in (model.aliases or {}).items()} if model is not None else {}
+        return resolve_reference(self.settings.gate_reference, tags, _history_of(tags), aliases.get(PRODUCTION))
+
+    def set_reference(self, version: int, set_by: str) -> tuple[int, int | None]:
+        """Make `version` the gate's reference; returns (version, the previous stored reference or None).
+
+        Only upwards: ReferenceNotBetter (one line) when its registered test accuracy is below the
+        current reference's or missing; UnknownVersion for a missing version. The setting
+        CATDOG_GATE_REFERENCE, when set, still wins over what is stored here.
+        """
+        self._model_version(version)
+        with self._lock():
+            model = self._registered_model()
+            tags = dict(model.tags or {}) if model is not None else {}
+            current = resolve_reference(None, tags, _history_of(tags), self.aliases().get(PRODUCTION)).version
+            current_accuracy = None
+            if current is not None:
+                with contextlib.suppress(UnknownVersion):
+                    current_accuracy = self.get(current).metrics.get("accuracy")
+            check_better(version, self.get(version).metrics.get("accuracy"), current, current_accuracy)
+            with _mlflow_errors():
+                tag = encode_reference(version, set_by, _now_iso())
+                self.client.set_registered_model_tag(self.name, REFERENCE_TAG, tag)
+        log.info("gate reference -> version %d (was %s; %s)", version, current, set_by)
+        return version, current
+
     # --- internals ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -321,11 +356,17 @@ class Registry:
 
     def _history(self) -> list[int]:
         with _mlflow_errors():
-            text = self.client.get_registered_model(self.name).tags.get(HISTORY_TAG, "[]")
-        try:
-            return [int(v) for v in json.loads(text)]
-        except (ValueError, TypeError):
-            return []
+            return _history_of(dict(self.client.get_registered_model(self.name).tags))
+
+    def _registered_model(self) -> Any:
+        """The MLflow RegisteredModel, None before it exists."""
+        with _mlflow_errors():
+            try:
+                return self.client.get_registered_model(self.name)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                raise
 
     def _set_production(self, version: int, *, previous: int | None, reason: str) -> None:
         """Alias production -> version and push it on the history (under self._lock)."""
@@ -334,6 +375,11 @@ class Registry:
             history.append(previous)  # production was set some other way (the MLflow UI): remember it too
         history = [*history, version][-HISTORY_KEPT:]
         tags = {"promoted_at": _now_iso(), "promote_reason": reason}
+        with _mlflow_errors():  # the first production ever is the gate's default reference: remember it
+            if REFERENCE_TAG not in self.client.get_registered_model(self.name).tags:
+                self.client.set_registered_model_tag(
+                    self.name, REFERENCE_TAG, encode_reference(history[0], "first production", _now_iso())
+                )
         if previous is not None:
             tags["previous_production"] = str(previous)
         with _mlflow_errors():
@@ -599,6 +645,14 @@ def _local_path(uri: str) -> Path | None:
     if parsed.scheme == "" and uri:
         return Path(uri)
     return None
+
+
+def _history_of(tags: dict[str, str]) -> list[int]:
+    """The production history (oldest first) from the registered model's tags; [] when absent or unreadable."""
+    try:
+        return [int(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
+    except (ValueError, TypeError):
+        return []
 
 
 def _quoted(text: str) -> str:

@@ -38,7 +38,8 @@ class ModelVersionInfo:
     source: "shipped" | "train" | "retrain". metrics: the test split's accuracy, precision,
     recall, f1, roc_auc, log_loss (fractions) and n (images), None where not logged.
     tags: the version's MLflow tags (model_version, backbone, source, parent_version,
-    data_digest, data_counts, data_uploads, plots, gate_verdict, gate_reason, previous_production ...).
+    data_digest, data_counts, data_uploads, plots, gate_verdict, gate_reason, gate_checks (JSON),
+    gate_reference, previous_production ...).
     """
 
     version: int
@@ -55,6 +56,15 @@ class ModelVersionInfo:
     @property
     def parent_version(self) -> int | None:
         return _int_or_none(self.tags.get("parent_version"))
+
+    def gate_checks(self) -> list[dict[str, Any]]:
+        """The promotion gate's checks, from the `gate_checks` tag (JSON list); [] when the gate never ran.
+
+        Each: {"name": "production" | "mcnemar" | "reference" | "floor", "passed": bool, "skipped":
+        bool, "detail": one line, and the check's figures (catdog.jobs.gate.Check.to_dict)}.
+        """
+        checks = _json_or(self.tags.get("gate_checks"), [])
+        return [check for check in checks if isinstance(check, dict)] if isinstance(checks, list) else []
 
     def plot_names(self) -> list[str]:
         """File names of the version's plots (plots/*.png), from its `plots` tag, else its local folder."""
@@ -77,7 +87,11 @@ class ModelVersionInfo:
             "created_at": self.created_at,
             "source": self.source,
             "metrics": metrics,
-            "gate": {"verdict": self.tags.get("gate_verdict"), "reason": self.tags.get("gate_reason")},
+            "gate": {
+                "verdict": self.tags.get("gate_verdict"),
+                "reason": self.tags.get("gate_reason"),
+                "checks": self.gate_checks(),
+            },
             "parent_version": self.parent_version,
             "run_id": self.run_id,
             "data": {

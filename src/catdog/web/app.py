@@ -15,21 +15,25 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import catdog
 from catdog.db.session import make_engine, migrate, session_factory
 from catdog.db.writer import PredictionWriter
+from catdog.lifecycle import follow_server
 from catdog.settings import Settings, get_settings
 from catdog.uploads import UploadStore
 from catdog.web.auth import resolve_admin_token
+from catdog.web.disk import DiskWatch
 from catdog.web.errors import install_error_handlers
 from catdog.web.logs import configure_logging
-from catdog.web.middleware import EarlyRefusal, RequestContext, UploadSizeLimit
+from catdog.web.middleware import AdminFirst, EarlyRefusal, RequestContext, SecurityHeaders, UploadSizeLimit
 from catdog.web.model_source import ModelSource, PinnedSource, RegistrySource
 from catdog.web.monitor import DriftMonitor
+from catdog.web.openapi import install_openapi
+from catdog.web.ratelimit import feedback_limit
 from catdog.web.routes import explain, feedback, models, monitoring, pages, predict, retrain, status, uploads
 from catdog.web.service import ModelService
 
@@ -47,6 +51,7 @@ def create_app(
     settings = settings or get_settings()
     if configure_logs:
         configure_logging(settings.log_level, settings.log_format)
+    follow_server("uvicorn worker")  # with `catdog serve --workers N`: end with the server, even on SIGKILL
     app = FastAPI(
         title="catdog",
         version=catdog.__version__,
@@ -62,14 +67,22 @@ def create_app(
     app.state.uploads = UploadStore(settings.uploads_dir, settings.data_dir / "train", settings.data_dir / "test")
     app.state.queue = None  # made on first use (catdog.web.deps)
     app.state.registry = None  # made on first use, or now when the registry says what serves
+    app.state.feedback_limit = feedback_limit(settings)  # per client address (catdog.web.ratelimit)
+    app.state.disk = DiskWatch(settings.state_dir)  # free space and failed writes, for /api/status
     _choose_model(app, settings, model_dir)
     for module in (predict, explain, status, monitoring, uploads, retrain, models, feedback, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/docs", _swagger_ui, include_in_schema=False)
+    install_openapi(app)
     app.add_middleware(EarlyRefusal, refusal=lambda: _refusal(app), paths=("/api/predict", "/api/predict/batch"))
     app.add_middleware(UploadSizeLimit, limit=_upload_limit(settings))
+    # the admin token before any body is read (a 401 must not wait for a 140 MB upload to arrive)
+    app.add_middleware(AdminFirst, routes=lambda: app.routes, token=lambda: app.state.admin_token)
     app.add_middleware(RequestContext)
+    app.add_middleware(SecurityHeaders)  # on every answer, the 413/401/500 of the middleware inside included
+    if settings.trusted_proxies.strip():  # outermost: everything inside sees the original client's address
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
 
 
@@ -109,16 +122,28 @@ def _upload_limit(settings: Settings) -> Callable[[str], int | None]:
     return limit
 
 
+SWAGGER_UI_PAGE = f"""<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>catdog API</title>
+  <link rel="stylesheet" href="/static/vendor/swagger-ui/swagger-ui.css">
+  <link rel="icon" href="/static/vendor/swagger-ui/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui" data-openapi-url="/openapi.json"></div>
+  <script src="/static/vendor/swagger-ui/swagger-ui-bundle.js"></script>
+  <script src="/static/js/swagger-init.js?v={catdog.__version__}"></script>
+</body>
+</html>
+"""
+
+
 async def _swagger_ui() -> HTMLResponse:
-    """Swagger UI from the project's own copy (FastAPI's default loads it from a CDN)."""
-    return get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title="catdog API",
-        swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
-        swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
-        swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
-        swagger_ui_parameters={"validatorUrl": None},
-    )
+    """Swagger UI from the project's own copy (FastAPI's default loads it from a CDN and starts it
+    with an inline script, which the Content-Security-Policy forbids: static/js/swagger-init.js does)."""
+    return HTMLResponse(SWAGGER_UI_PAGE)
 
 
 @asynccontextmanager

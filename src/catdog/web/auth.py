@@ -12,10 +12,22 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from catdog.settings import Settings, SettingsError
+
+MISSING_TOKEN = "this action needs the admin token: send 'Authorization: Bearer TOKEN'"
+WRONG_TOKEN = "the admin token is wrong"
+# OpenAPI's security scheme "AdminToken" (HTTP bearer): /docs shows an Authorize button, and every
+# route that depends on require_admin is marked as needing it. auto_error=False: our own 401 below.
+bearer = HTTPBearer(
+    scheme_name="AdminToken",
+    description="The admin token (CATDOG_ADMIN_TOKEN, or the state folder's admin_token file)",
+    auto_error=False,
+)
 
 
 def resolve_admin_token(settings: Settings, *, create: bool = True) -> tuple[str, bool]:
@@ -50,14 +62,29 @@ def _write_new_token(path: Path) -> str:
     return token
 
 
-def require_admin(request: Request) -> None:
-    """401 without a Bearer token, 403 with a wrong one (the dependency of every admin route)."""
-    expected: str = request.app.state.admin_token
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
+def token_problem(authorization: str | None, expected: str) -> tuple[int, str] | None:
+    """None when `authorization` is "Bearer <expected>"; else (401, why) without a token, (403, why) with a wrong one.
+
+    Compares in constant time (hmac.compare_digest). Shared by require_admin and the AdminFirst
+    middleware, which answers before a request's body is read.
+    """
+    scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
-        raise HTTPException(
-            401, "this action needs the admin token: send 'Authorization: Bearer TOKEN'", {"WWW-Authenticate": "Bearer"}
-        )
+        return 401, MISSING_TOKEN
     if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise HTTPException(403, "the admin token is wrong")
+        return 403, WRONG_TOKEN
+    return None
+
+
+def require_admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    """401 without a Bearer token, 403 with a wrong one (the dependency of every admin route).
+
+    The AdminFirst middleware makes the same check before the body is read; this one guards a
+    route wherever it is mounted. `credentials` only marks the route in OpenAPI (the header is read here).
+    """
+    problem = token_problem(request.headers.get("authorization"), request.app.state.admin_token)
+    if problem is not None:
+        status, detail = problem
+        raise HTTPException(status, detail, {"WWW-Authenticate": "Bearer"} if status == 401 else None)

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from catdog.ml.preprocessing import ImageDecodeError
 from catdog.web.batching import BatcherStopped, Overloaded
+from catdog.web.disk import DISK_FULL_STATUS, DiskFull, disk_full_text, is_disk_full
 from catdog.web.service import NotReady, UploadTooLarge
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Overloaded, _overloaded)  # type: ignore[arg-type]
     app.add_exception_handler(NotReady, _not_ready)
     app.add_exception_handler(BatcherStopped, _not_ready)
+    app.add_exception_handler(DiskFull, _disk_full)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -73,6 +75,21 @@ async def _not_ready(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"not ready: {exc}"}, status_code=503, headers={"Retry-After": "5"})
 
 
+async def _disk_full(request: Request, exc: Exception) -> JSONResponse:
+    """507 Insufficient Storage: a write failed because the state folder's disk is full (catdog.web.disk)."""
+    what = f"{request.method} {request.url.path}"
+    detail = str(exc) if isinstance(exc, DiskFull) else disk_full_text(what)
+    log.error("%s: %s (%s)", what, detail, exc.__cause__ or exc)
+    watch = getattr(request.app.state, "disk", None)
+    if watch is not None:
+        watch.note(what, exc)
+    return JSONResponse({"detail": detail}, status_code=DISK_FULL_STATUS)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # catdog.web.middleware.RequestContext calls this for a route's unhandled error, so the answer
+    # carries X-Request-ID and Server-Timing and the log record the request id.
+    if is_disk_full(exc):  # any route's write (a feedback, a database row): say so, never a bare 500
+        return await _disk_full(request, exc)
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)

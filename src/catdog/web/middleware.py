@@ -1,22 +1,31 @@
-"""ASGI middleware: request ids, the access log, request metrics, and the upload size cap.
+"""ASGI middleware: security headers, request ids, the access log, request metrics, the admin
+token checked before any body is read, and the upload size cap.
 
 Written as plain ASGI (not BaseHTTPMiddleware) so it adds microseconds, not a task per request.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Match, compile_path
+
 from catdog.web import metrics
+from catdog.web.auth import require_admin, token_problem
 from catdog.web.logs import request_id
 
 log = logging.getLogger("catdog.access")
+error_log = logging.getLogger("catdog.web.errors")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,11 +50,12 @@ class RequestContext:
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
+        status_sent = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, status_sent = message["status"], True
                 took = f"app;dur={(time.perf_counter() - started) * 1000:.2f}".encode()  # W3C Server-Timing, ms
                 message["headers"] = [
                     *message.get("headers", []),
@@ -56,6 +66,12 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Handled here, not by Starlette's ServerErrorMiddleware (outside every middleware): so
+            # the 500 carries X-Request-ID and Server-Timing, and its log record the request id.
+            if status_sent:
+                raise  # the answer is half sent: the server can only drop the connection
+            await _answer_unexpected(scope, receive, send_with_id, exc)
         finally:
             seconds = time.perf_counter() - started
             route = _route_template(scope)
@@ -77,6 +93,25 @@ class RequestContext:
             request_id.reset(token)
 
 
+async def _answer_unexpected(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """Answer with the app's own handler for Exception (catdog.web.errors: logs it, 500 or 507 JSON).
+
+    Without one (or when it fails too), log here and answer the plain 500 JSON.
+    """
+    handler = getattr(scope.get("app"), "exception_handlers", {}).get(Exception)
+    if handler is not None:
+        try:
+            response = handler(Request(scope, receive), exc)
+            if inspect.isawaitable(response):
+                response = await response
+            await response(scope, receive, send)
+            return
+        except Exception:
+            error_log.exception("the error handler failed on %s %s", scope["method"], scope["path"])
+    error_log.exception("unexpected error on %s %s", scope["method"], scope["path"], exc_info=exc)
+    await _json(send, 500, "internal error; the server log has the details")
+
+
 def _client_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
@@ -92,6 +127,146 @@ def _route_template(scope: Scope) -> str:
     if isinstance(path, str):
         return path
     return "/static" if scope.get("path", "").startswith("/static/") else "unmatched"
+
+
+# No inline script, style or event handler runs (the pages have none: one script file per page);
+# images may be data: URLs (heat maps) and blob: URLs (previews of picked photos); nothing comes
+# from another host, and no other site may frame a page (clickjacking).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+
+
+class SecurityHeaders:
+    """Add SECURITY_HEADERS to every answer (pages, API, static files, errors) that lacks them.
+
+    A route that needs another policy sets its own header (the /docs page allows Swagger UI's
+    inline styles); the outermost middleware, so the answers of the others get them too.
+    """
+
+    def __init__(self, app: ASGIApp, headers: Sequence[tuple[bytes, bytes]] = SECURITY_HEADERS) -> None:
+        self.app = app
+        self.headers = tuple(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in self.headers if name not in present]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class AdminFirst:
+    """Answer 401/403 for an admin route before a byte of its body is read.
+
+    FastAPI parses a request's body (a 140 MB upload, 10,000 files, malformed JSON) before any
+    dependency runs, so require_admin alone answers only after all of that. This finds the route
+    a request goes to as the router will (the first whose path and method match, in the app's
+    order; route_table) and, when that route depends on require_admin (AdminDep; needs_admin),
+    checks the token first. It sits outside the upload size cap, so a body over the cap gets the
+    401 too, at once. The rest of an unread body is dropped by the server (uvicorn discards it
+    and keeps the connection); a client that sent `Expect: 100-continue` never sends it at all.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Callable[[], Sequence[BaseRoute]], token: Callable[[], str]) -> None:
+        self.app = app
+        self.routes = routes
+        self.token = token
+        self._table: list[RouteTarget] = []
+        self._table_of = -1  # how many top-level routes the table was made from (routes added later: remade)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = self._target(scope) if scope["type"] == "http" else None
+        if target is None or not target.admin:
+            await self.app(scope, receive, send)
+            return
+        problem = token_problem(_header(scope, b"authorization"), self.token())
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        status, detail = problem
+        scope["catdog.route"] = target.path  # answered before routing: label the metrics anyway
+        await _json(send, status, detail, [(b"www-authenticate", b"Bearer")] if status == 401 else None)
+
+    def _target(self, scope: Scope) -> RouteTarget | None:
+        routes = self.routes()
+        if len(routes) != self._table_of:
+            self._table, self._table_of = route_table(routes), len(routes)
+        return match_route(self._table, scope)
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """One route as AdminFirst matches it: a FastAPI route by its path regex and methods, others by matches()."""
+
+    path: str
+    admin: bool
+    route: BaseRoute
+    regex: re.Pattern[str] | None = None  # None: ask route.matches() (mounts, plain Starlette routes)
+    methods: frozenset[str] | None = None
+
+
+def route_table(routes: Sequence[BaseRoute]) -> list[RouteTarget]:
+    """Every route of the app in the router's order, routes of included routers in place, with whether it is admin."""
+    table = []
+    for context in iter_route_contexts(routes):
+        original = context.original_route
+        if isinstance(original, APIRoute):
+            path = context.path or original.path
+            methods = frozenset(context.methods or original.methods or ())
+            regex = compile_path(path)[0]
+            table.append(RouteTarget(path, needs_admin(original), original, regex, methods or None))
+        else:
+            table.append(RouteTarget(str(getattr(original, "path", "")), False, original))
+    return table
+
+
+def match_route(table: Sequence[RouteTarget], scope: Scope) -> RouteTarget | None:
+    """The first route whose path and method match (the router's choice); None when none does (404/405)."""
+    path = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    for target in table:
+        if target.regex is None:
+            if target.route.matches(scope)[0] is Match.FULL:
+                return target
+        elif target.regex.match(path) and (target.methods is None or scope["method"] in target.methods):
+            return target
+    return None
+
+
+def needs_admin(route: BaseRoute) -> bool:
+    """Whether `route` (a FastAPI APIRoute) depends on require_admin, directly or through a dependency."""
+    dependant = getattr(route, "dependant", None)
+    return dependant is not None and _depends_on(dependant, require_admin)
+
+
+def _depends_on(dependant: Any, call: Callable[..., Any]) -> bool:
+    return any(sub.call is call or _depends_on(sub, call) for sub in dependant.dependencies)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 class UploadSizeLimit:

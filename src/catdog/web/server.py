@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from catdog.lifecycle import SERVER_PID_ENV
 from catdog.ml.artifacts import MODEL_ONNX, ModelConfig, ModelDirError
 from catdog.settings import Settings, SettingsError, get_settings
 from catdog.web import MULTIPROC_ENV  # never catdog.web.metrics here: it must see the variable set
@@ -38,10 +39,15 @@ def serve(
 
     check_database(settings.sqlalchemy_url)
     model_dir = settings.pinned_model or _production_dir(settings)
+    if settings.pinned_model is None:
+        from catdog.jobs.reconcile import reconcile
+
+        reconcile(settings)  # a version a killed job left half-registered: its tags and job row agree again
     ModelConfig.load(model_dir)
     if not (model_dir / MODEL_ONNX).is_file():
         raise ModelDirError(f"{model_dir / MODEL_ONNX} is missing: build it with `catdog build {model_dir}`")
     os.environ[MULTIPROC_ENV] = str(_fresh_metrics_dir(settings.prometheus_dir))
+    os.environ[SERVER_PID_ENV] = str(os.getpid())  # uvicorn's worker processes end with this one (lifecycle)
     _check_address(settings.host, settings.port)
     _announce_token(settings, token, created)
     worker = WorkerProcess() if settings.worker else None
@@ -53,11 +59,14 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
+    # uvicorn shuts down on SIGTERM, then raises the signal again; this handler turns it into an
+    # exit that runs the `finally` below, so `kill -TERM` (docker stop) stops the job worker too.
+    # SIGHUP (a closed terminal) stops the server as SIGTERM does. SIGKILL runs no code here: the
+    # children notice that their parent is gone and stop themselves (catdog.lifecycle).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGHUP, _terminate_on_sighup)
     if worker is not None:
         worker.start()
-    # uvicorn shuts down on SIGTERM, then raises the signal again; this handler turns it into an
-    # exit that runs the `finally` below, so `kill -TERM` (docker stop) stops the job worker too
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         _run_uvicorn(settings)
     finally:
@@ -68,6 +77,10 @@ def serve(
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(0)
+
+
+def _terminate_on_sighup(signum: int, _frame: object) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # whoever handles SIGTERM now (uvicorn, or the handler above) stops us
 
 
 def _run_uvicorn(settings: Settings) -> None:
@@ -83,6 +96,7 @@ def _run_uvicorn(settings: Settings) -> None:
         http="httptools",
         log_config=None,
         access_log=False,
+        proxy_headers=False,  # create_app applies X-Forwarded-For from CATDOG_TRUSTED_PROXIES only
         timeout_graceful_shutdown=30,
     )
 
@@ -114,7 +128,12 @@ def _announce_token(settings: Settings, token: str, created: bool) -> None:
 
 
 class WorkerProcess:
-    """`catdog worker` as a child process, restarted if it dies (its start fails the job it was running)."""
+    """`catdog worker` as a child process, restarted if it dies (its start fails the job it was running).
+
+    It runs with `--with-parent` (it ends with this process even on SIGKILL, and a worker left by
+    an earlier server on this state folder is waited for: never two consumers), in a process
+    group of its own (Ctrl-C reaches the server, which stops it in order).
+    """
 
     RESTART_DELAY_S = 2.0
 
@@ -128,7 +147,8 @@ class WorkerProcess:
         self._thread.start()
 
     def _spawn(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "catdog.cli", "worker"])
+        command = [sys.executable, "-m", "catdog.cli", "worker", "--with-parent", str(os.getpid())]
+        self.process = subprocess.Popen(command, process_group=0)
         print(f"catdog: job worker started (pid {self.process.pid})", file=sys.stderr, flush=True)
 
     def _supervise(self) -> None:

@@ -40,9 +40,11 @@ from cachetools import LRUCache
 from catdog.db.writer import PredictionRecord, PredictionWriter
 from catdog.ml.gradcam import overlay_png
 from catdog.ml.predictor import Predictor
+from catdog.ml.preprocessing import ImageDecodeError
 from catdog.settings import Settings
+from catdog.uploads import ModelOpinion
 from catdog.web import metrics
-from catdog.web.batching import BatchStats, MicroBatcher, Overloaded
+from catdog.web.batching import BatcherStopped, BatchStats, MicroBatcher, Overloaded
 from catdog.web.explanations import ExplanationStore
 from catdog.web.model_source import ALIASES, PRODUCTION, STAGING, ModelSource, PinnedSource, ServedModel
 
@@ -108,6 +110,8 @@ class _Failure:
     retry_at: float  # time.monotonic() seconds
     backoff_s: float
     message: str
+    reason: str = ""  # "ModelDirError: model_config.json is missing": no server path (for the API)
+    at: float = field(default_factory=time.time)  # time.time() of the latest failure
 
 
 @dataclass
@@ -154,6 +158,7 @@ class ModelService:
         self._slot_lock = threading.Lock()
         self._poll_lock = threading.Lock()  # one poll (load, warm, swap) at a time
         self._failures: dict[str, _Failure] = {}
+        self._source_failure: tuple[str, float] | None = None  # (why, time.time()) the source itself failed
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
         self._retiring: list[threading.Thread] = []
@@ -349,8 +354,10 @@ class ModelService:
                 targets = self.source.resolve()
             except Exception as exc:
                 self.state.swap_error = f"the model source failed: {type(exc).__name__}: {exc}"
+                self._source_failure = (self.state.swap_error, time.time())
                 log.warning("model source %r failed: %s", self.source, exc)
                 return
+            self._source_failure = None
             wanted = self._wanted(targets)
             for alias in ALIASES:
                 self._reconcile(alias, wanted[alias])
@@ -420,11 +427,36 @@ class ModelService:
             f"{alias} registry version {target.registry_version} ({target.model_dir}) failed to load: "
             f"{type(exc).__name__}: {exc}; retry in {backoff:.0f} s"
         )
-        self._failures[alias] = _Failure(target, time.monotonic() + backoff, backoff, message)
+        reason = _without_paths(f"{type(exc).__name__}: {exc}", target.model_dir)
+        self._failures[alias] = _Failure(target, time.monotonic() + backoff, backoff, message, reason)
         self.state.swap_error = message
         if alias == PRODUCTION and not self.ready:
             self.state.error = f"{type(exc).__name__}: {exc}"
         log.error("%s", message, exc_info=exc)
+
+    def swap_failures(self) -> list[dict[str, Any]]:
+        """Why a model the source names is not served by this process (the one before it still is).
+
+        [{"alias": "production" | "staging" | None, "version": registry version | None, "reason":
+        one line without server paths, "at": ISO 8601 UTC of the latest try, "retry_in_seconds":
+        float | None}], production first; alias and version are None when the source itself
+        failed (the registry could not be asked). [] when every alias serves what the source names.
+        """
+        now, found = time.monotonic(), []
+        for alias, failure in sorted(self._failures.items(), key=lambda item: ALIASES.index(item[0])):
+            found.append(
+                {
+                    "alias": alias,
+                    "version": failure.target.registry_version,
+                    "reason": failure.reason or failure.message,
+                    "at": _iso(failure.at),
+                    "retry_in_seconds": round(max(0.0, failure.retry_at - now), 1),
+                }
+            )
+        if self._source_failure is not None:
+            why, at = self._source_failure
+            found.append({"alias": None, "version": None, "reason": why, "at": _iso(at), "retry_in_seconds": None})
+        return found
 
     # --- the batch threads ---------------------------------------------------------------------------
     def _run_batch(self, jobs: list[_Job]) -> list[_Inferred]:
@@ -471,6 +503,43 @@ class ModelService:
     def release(self, n: int) -> None:
         self.in_flight -= n
         metrics.QUEUE_DEPTH.set(self.in_flight)
+
+    async def opinion(self, data: bytes) -> ModelOpinion | None:
+        """The production model's class and P(dog) for an image that is not a prediction (a training upload).
+
+        The prediction path (admission, the prediction cache, decoding in the pool, the batcher),
+        but nothing is recorded: no prediction row, metric, drift window or explanation. None when
+        the model is not ready, the queue is full, or the bytes are no image (the caller says why).
+        """
+        try:
+            self.admit(1)
+        except (NotReady, Overloaded):
+            return None
+        with self._slot_lock:
+            slot = self._slots.get(PRODUCTION)
+            if slot is not None:
+                slot.users += 1
+        try:
+            if slot is None:
+                return None
+            loop = asyncio.get_running_loop()
+            digest = await loop.run_in_executor(self.decode_pool, _sha256, data)
+            cached = self._cache_get((digest, slot.predictor.version))
+            if cached is not None:
+                p_dog = float(cached.answer["probability"])
+            else:
+                image, gate = await loop.run_in_executor(self.decode_pool, slot.predictor.decode, data)
+                inferred, _ = await slot.batcher.submit(_Job(image, gate))
+                p_dog = inferred.p_dog
+            prediction = slot.predictor.prediction(None, p_dog, None)
+            return ModelOpinion(prediction.predicted_class, prediction.probability)
+        except (ImageDecodeError, Overloaded, BatcherStopped):
+            return None
+        finally:
+            if slot is not None:
+                with self._slot_lock:
+                    slot.users -= 1
+            self.release(1)
 
     async def predict(
         self, data: bytes, *, filename: str | None, endpoint: str, request_id: str | None, explain: bool = False
@@ -640,6 +709,16 @@ class ModelService:
         if not items:
             return np.zeros(0), np.zeros((0, 0), np.float32)
         return np.array([p for p, _ in items]), np.stack([f for _, f in items])
+
+
+def _without_paths(text: str, model_dir: Path) -> str:
+    """An error's text with the model directory's path taken out (answers show versions, not server paths)."""
+    folder = str(model_dir)
+    return text.replace(folder + "/", "").replace(folder, "the model folder")
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _sha256(data: bytes) -> str:

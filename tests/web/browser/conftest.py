@@ -106,6 +106,20 @@ def install_metrics(model_dir: Path, evaluation: Path) -> None:
     shutil.copyfile(evaluation / "metrics.json", model_dir / "metrics.json")
 
 
+def registry_model_dir(server: Server, version: int) -> Path:
+    """A registered version's model folder on this machine (the server's file:// artifact store).
+
+    /api/status names the served model ("models:/catdog/1"), never its folder: tests look it up.
+    """
+    from catdog.registry import Registry
+    from catdog.settings import Settings
+
+    settings = Settings(
+        state_dir=server.state_dir, models_dir=server.model_dir.parent, default_model=server.model_dir.name
+    )
+    return Registry(settings).local_model_dir(version)
+
+
 def remove_metrics(model_dir: Path) -> None:
     (model_dir / "metrics.json").unlink(missing_ok=True)
     shutil.rmtree(model_dir / "plots", ignore_errors=True)

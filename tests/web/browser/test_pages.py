@@ -14,7 +14,15 @@ import httpx2 as httpx
 import pytest
 
 from ...conftest import CATSDOGS, FIXTURES
-from .conftest import LOW_CONTRAST_JS, UNLABELLED_JS, Server, get_json, install_metrics, remove_metrics
+from .conftest import (
+    LOW_CONTRAST_JS,
+    UNLABELLED_JS,
+    Server,
+    get_json,
+    install_metrics,
+    registry_model_dir,
+    remove_metrics,
+)
 
 pytestmark = pytest.mark.usefixtures("chromium_path")
 
@@ -199,9 +207,9 @@ def test_home_refreshes_live(page: Any, server: Server) -> None:
 
 
 def test_home_copes_with_a_model_without_metrics(page: Any, server: Server, evaluation: Path) -> None:
-    _, status = get_json(server.url + "/api/status")
-    served_dir = Path(status["model_dir"])  # the registry's local copy of the production version
-    assert served_dir.is_dir(), status
+    _, models = get_json(server.url + "/api/models")
+    served_dir = registry_model_dir(server, models["served"]["production"]["version"])  # production's local copy
+    assert served_dir.is_dir(), models
     remove_metrics(served_dir)
     try:
         page.goto("/")

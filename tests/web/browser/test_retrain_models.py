@@ -266,6 +266,57 @@ def test_retrain_runs_live_and_registers_a_version(
     page.watch.assert_clean()
 
 
+def test_quarantined_uploads_are_shown_with_their_reason_and_an_admin_keeps_or_deletes_them(
+    page: Any, server: Server, tmp_path: Path
+) -> None:
+    """Two uploads marked quarantined as a label check marks them: P(class), the reason, Keep, Delete."""
+    import sqlite3
+
+    photos = []
+    for i, source in enumerate(TRAIN_CATS[2:4]):
+        target = tmp_path / f"doubtful-cat-{i + 1}.jpg"
+        ImageOps.mirror(Image.open(source).convert("RGB")).save(target, "JPEG", quality=90)
+        photos.append(target)
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        answer = client.post(
+            "/api/upload-training-data?class_name=cats", files=files, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+    assert answer.status_code == 200 and answer.json()["uploaded"] == 2, answer.text
+    hashes = [entry["sha256"] for entry in answer.json()["files"]]
+    reason = "label looks wrong: uploaded as cat, but heads that never saw it give P(cat) = 0.031 (test)"
+    with sqlite3.connect(server.state_dir / "catdog.sqlite") as db:  # what a retrain's label check writes
+        db.executemany(
+            "UPDATE uploads SET quarantined = 1, quarantine_reason = ?, label_p = 0.031 WHERE sha256 = ?",
+            [(reason, sha) for sha in hashes],
+        )
+    page.goto("/retrain-page")
+    sign_in(page)
+    items = page.locator("#quarantine-list li")
+    expect(items).to_have_count(2)
+    first = page.locator(f"#quarantined-{hashes[0]}")
+    expect(first).to_contain_text("uploaded as cat · P(cat) 0.031")
+    expect(first).to_contain_text("heads that never saw it")
+    expect(page.locator("#quarantine-count")).to_contain_text("2 quarantined: not trained on")
+    expect(page.locator(f"#upload-{hashes[0]}")).to_contain_text("quarantined")
+    expect(page.locator("#label-check-summary")).to_contain_text(re.compile("Last label check|No retrain"))
+
+    first.get_by_role("button", name=re.compile("^Keep")).click()
+    expect(first).to_have_count(0)
+    expect(page.locator("#quarantine-count")).to_contain_text("Kept")
+    listed = {u["sha256"]: u for u in uploads(server)["uploads"]}
+    assert listed[hashes[0]]["kept_by_admin"] and not listed[hashes[0]]["quarantined"]
+    expect(page.locator(f"#upload-{hashes[0]}")).to_contain_text("kept by an admin")
+
+    second = page.locator(f"#quarantined-{hashes[1]}")
+    second.get_by_role("button", name=re.compile("^Delete")).click()
+    confirm(page)
+    expect(second).to_have_count(0)
+    assert hashes[1] not in {u["sha256"] for u in uploads(server)["uploads"]}
+    expect(page.locator("#quarantine-count")).to_contain_text("No upload is quarantined")
+    page.watch.assert_clean()
+
+
 def test_retrain_refusals_are_shown(page: Any, server: Server) -> None:
     """Start twice quickly: the second answer is the server's 409, shown as it said it; then cancel the job."""
     page.goto("/retrain-page")
@@ -320,6 +371,21 @@ def test_models_page_lists_versions_and_promote_and_rollback_move_the_production
             expect(row).to_contain_text(f"{v['metrics']['accuracy'] * 100:.2f}%")
         for alias in v["aliases"]:
             expect(row.locator(f'[data-alias="{alias}"]')).to_be_visible()
+        # the promotion gate's checks, each with its state and figures
+        checks = v["gate"].get("checks") or []
+        expect(row.locator(".gate-check")).to_have_count(len(checks))
+        for check in checks:
+            item = row.locator(f'.gate-check[data-check="{check["name"]}"]')
+            state = "skipped" if check["skipped"] else "passed" if check["passed"] else "failed"
+            expect(item).to_have_attribute("data-state", state)
+            if check["name"] == "floor":
+                expect(item).to_contain_text(f"{check['accuracy'] * 100:.2f}%")
+            if check["name"] == "mcnemar" and not check["skipped"]:
+                expect(item).to_contain_text(f"b {check['b']}, c {check['c']}")
+    assert any(v["gate"].get("checks") for v in versions), "the retrained version has no gate checks"
+    reference = registry["reference"]
+    expect(page.locator("#gate-reference")).to_contain_text(f"version {reference['version']} ({reference['source']})")
+    expect(page.locator(f"#model-row-{reference['version']} [data-reference]")).to_be_visible()
     production_badges = page.locator('#models-rows [data-alias="production"]')
     expect(production_badges).to_have_count(1)
     expect(page.locator(f'#model-row-{original} [data-alias="production"]')).to_be_visible()
@@ -472,4 +538,51 @@ def test_the_dialogs_work_from_the_keyboard(page: Any, server: Server) -> None:
     expect(page.locator("#confirm-dialog")).to_be_hidden()
     assert page.evaluate("document.activeElement.classList.contains('promote-button')")
     assert models(server)["production"] == production
+    page.watch.assert_clean()
+
+
+def test_a_promoted_version_that_cannot_load_is_shown_with_its_reason(
+    page: Any, server: Server, tmp_path: Path
+) -> None:
+    """The page names the failure (version, reason, time) and stops saying "switching"; the old version serves."""
+    import shutil
+
+    from catdog.registry import Registry, training_dataset
+    from catdog.settings import Settings
+
+    settings = Settings(
+        state_dir=server.state_dir, models_dir=server.model_dir.parent, default_model=server.model_dir.name
+    )
+    registry = Registry(settings)
+    original = registry.aliases()["production"]
+    model = Path(shutil.copytree(server.model_dir, tmp_path / "broken"))
+    (model / "head.npz").write_bytes((model / "head.npz").read_bytes() + b"\0")  # another content id
+    info = registry.log_training_run(
+        model,
+        source="train",
+        params={},
+        history=[],
+        test_metrics={"accuracy": 0.5, "n": 12},
+        dataset=training_dataset({"fingerprint": "ef" * 32, "counts": {}}, "broken"),
+    )
+    (registry.local_model_dir(info.version) / "model.onnx").write_bytes(b"not an ONNX graph")
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    try:
+        promoted = httpx.post(f"{server.url}/api/models/{info.version}/promote", headers=headers, timeout=30)
+        assert promoted.status_code == 200, promoted.text
+        page.goto("/models-page")
+        served = page.locator("#served-production")
+        expect(served).to_contain_text(f"version {info.version} failed to load", timeout=20_000)
+        expect(served).to_contain_text(f"version {original}")
+        expect(served).not_to_contain_text("switching")
+        notice = page.locator("#swap-error")
+        expect(notice).to_be_visible()
+        expect(notice).to_contain_text(f"Version {info.version} (production) failed to load")
+        expect(notice).to_contain_text("INVALID_PROTOBUF")
+        expect(page.locator(f'#model-row-{info.version} [data-load-error="{info.version}"]')).to_be_visible()
+        expect(page.locator(f'#model-row-{original} [data-served="production"]')).to_be_visible()
+    finally:
+        back = httpx.post(f"{server.url}/api/models/{original}/promote", headers=headers, timeout=30)
+        assert back.status_code == 200, back.text
+    expect(page.locator("#swap-error")).to_be_hidden(timeout=20_000)
     page.watch.assert_clean()

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from catdog.web.deps import ServiceDep
 from catdog.web.explanations import is_prediction_id
+from catdog.web.openapi import error_responses
 
 router = APIRouter(prefix="/api", tags=["predictions"])
 
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/api", tags=["predictions"])
     "/explain/{prediction_id}",
     summary="The Grad-CAM heat map of a recent prediction, drawn over the photo (PNG)",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown or expired prediction id"}},
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404, e404="unknown or expired prediction id")},
 )
 async def explain(prediction_id: str, service: ServiceDep) -> Response:
     if not is_prediction_id(prediction_id):

@@ -12,6 +12,8 @@ from catdog.db import feedback as feedback_db
 from catdog.db.models import UploadSource
 from catdog.uploads import InTestSplit
 from catdog.web.deps import AdminDep, ServiceDep, SessionDep, UploadsDep
+from catdog.web.openapi import error_responses
+from catdog.web.ratelimit import FeedbackClient
 
 router = APIRouter(prefix="/api", tags=["feedback"])
 
@@ -23,24 +25,39 @@ class FeedbackIn(BaseModel):
     correct_label: Literal["cat", "dog"]
 
 
-@router.post("/feedback", summary="Say what a prediction should have been", status_code=201)
-def give_feedback(body: FeedbackIn, session: SessionDep, service: ServiceDep) -> JSONResponse:
-    """Open to everyone; 404 for a prediction id the database does not know (yet), 409 for a second verdict."""
+@router.post(
+    "/feedback",
+    summary="Say what a prediction should have been",
+    status_code=201,
+    responses=error_responses(
+        404, 409, 413, 429, e404="no such prediction (yet)", e409="this prediction already has a verdict"
+    ),
+)
+def give_feedback(body: FeedbackIn, session: SessionDep, service: ServiceDep, client: FeedbackClient) -> JSONResponse:
+    """Open to everyone, at most CATDOG_FEEDBACK_RATE_LIMIT per client address (then 429 with Retry-After).
+
+    404 for a prediction id the database does not know (yet), 409 for a second verdict on it.
+    `counted`: whether live accuracy counts this verdict (the first on its picture for its version).
+    """
     if service.writer is not None:
         service.writer.flush(timeout=2.0)  # a prediction answered a moment ago may still be buffered
     try:
-        row = feedback_db.add_feedback(session, body.prediction_id, body.correct_label)
+        row = feedback_db.add_feedback(session, body.prediction_id, body.correct_label, client)
     except KeyError:
         raise HTTPException(404, f"no prediction {body.prediction_id!r}") from None
     except feedback_db.AlreadyGiven as exc:
         raise HTTPException(409, str(exc)) from None
-    return JSONResponse(feedback_db.feedback_dict(row), status_code=201)
+    answer = {**feedback_db.feedback_dict(row), "counted": feedback_db.is_counted(session, row)}
+    return JSONResponse(answer, status_code=201)
 
 
 @router.post(
     "/feedback/{feedback_id}/add-to-training",
     summary="Add a corrected prediction's image to the training uploads",
     dependencies=[AdminDep],
+    responses=error_responses(
+        401, 403, 404, 409, 410, 413, e404="no such feedback", e409="the image is in the test split"
+    ),
 )
 def add_to_training(feedback_id: str, session: SessionDep, service: ServiceDep, store: UploadsDep) -> dict[str, Any]:
     """The image is the model's input as kept for explanations (224 px JPEG), labelled with the correct class."""

@@ -1,4 +1,5 @@
-"""The model registry over HTTP: versions with metrics, aliases and lineage; promote; roll back."""
+"""The model registry over HTTP: versions with metrics, aliases, lineage and gate checks; promote; roll back;
+move the promotion gate's reference."""
 
 from __future__ import annotations
 
@@ -8,25 +9,44 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
 from catdog.ml.artifacts import PLOTS_DIR
-from catdog.registry import NothingToRollBack, UnknownVersion
-from catdog.web.deps import AdminDep, RegistryDep, ServiceDep, SettingsDep
+from catdog.registry import NothingToRollBack, ReferenceNotBetter, UnknownVersion
+from catdog.web.deps import AdminDep, RegistryDep, ServiceDep, SettingsDep, VersionPath
+from catdog.web.openapi import error_responses
 
 router = APIRouter(prefix="/api/models", tags=["model registry"])
 
 
 @router.get("", summary="Registered model versions, newest first, with aliases and test metrics")
 def list_models(registry: RegistryDep, service: ServiceDep, settings: SettingsDep) -> dict[str, Any]:
+    """`served` and the load errors are this server process's view (each worker process loads on its own).
+
+    `swap_error`: why an alias does not serve the version it names here ({"alias", "version",
+    "reason", "at", "retry_in_seconds"}, production's first; None when all serve); each
+    version's `load_error`: the same for that version, or None.
+    """
     aliases = registry.aliases()
+    failures = service.swap_failures()
+    load_errors = {failure["version"]: failure for failure in failures if failure["version"] is not None}
     return {
         "registered_model": settings.registered_model,
         "production": aliases.get("production"),
         "staging": aliases.get("staging"),
-        "versions": [version.to_dict() for version in registry.versions()],
+        "versions": [
+            version.to_dict() | {"load_error": load_errors.get(version.version)} for version in registry.versions()
+        ],
+        "reference": registry.reference().to_dict(),  # the promotion gate's reference version
         "served": service.served(),
+        "swap_error": failures[0] if failures else None,
+        "swap_errors": failures,
     }
 
 
-@router.post("/rollback", summary="Production back to the version it was before", dependencies=[AdminDep])
+@router.post(
+    "/rollback",
+    summary="Production back to the version it was before",
+    dependencies=[AdminDep],
+    responses=error_responses(401, 403, 409, 413, e409="there is no earlier production version"),
+)
 def rollback(registry: RegistryDep) -> dict[str, Any]:
     try:
         production, rolled_back_from = registry.rollback()
@@ -35,8 +55,13 @@ def rollback(registry: RegistryDep) -> dict[str, Any]:
     return {"production": production, "rolled_back_from": rolled_back_from}
 
 
-@router.post("/{version}/promote", summary="Make a version production", dependencies=[AdminDep])
-def promote(version: int, registry: RegistryDep) -> dict[str, Any]:
+@router.post(
+    "/{version}/promote",
+    summary="Make a version production",
+    dependencies=[AdminDep],
+    responses=error_responses(401, 403, 404, 413, e404="no such version"),
+)
+def promote(version: VersionPath, registry: RegistryDep) -> dict[str, Any]:
     try:
         production, previous = registry.promote(version, reason="promoted by hand (API)")
     except UnknownVersion as exc:
@@ -44,8 +69,33 @@ def promote(version: int, registry: RegistryDep) -> dict[str, Any]:
     return {"production": production, "previous": previous}
 
 
-@router.get("/{version}/plots/{name}", summary="One plot of a version (PNG)")
-def plot(version: int, name: str, registry: RegistryDep) -> FileResponse:
+@router.post(
+    "/{version}/reference",
+    summary="Make a version the promotion gate's reference (only to one at least as accurate)",
+    dependencies=[AdminDep],
+    responses=error_responses(401, 403, 404, 409, 413, e409="its test accuracy is below the current reference's"),
+)
+def set_reference(version: VersionPath, registry: RegistryDep, settings: SettingsDep) -> dict[str, Any]:
+    """Stores the reference in the registry; overridden_by_setting: CATDOG_GATE_REFERENCE (it wins) or null.
+
+    404: no such version; 409: its test accuracy is below the current reference's (or missing).
+    """
+    try:
+        reference, previous = registry.set_reference(version, set_by="admin (API)")
+    except UnknownVersion as exc:
+        raise HTTPException(404, str(exc)) from None
+    except ReferenceNotBetter as exc:
+        raise HTTPException(409, str(exc)) from None
+    return {"reference": reference, "previous": previous, "overridden_by_setting": settings.gate_reference}
+
+
+@router.get(
+    "/{version}/plots/{name}",
+    summary="One plot of a version (PNG)",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404, e404="no such version, or no such plot")},
+)
+def plot(version: VersionPath, name: str, registry: RegistryDep) -> FileResponse:
     try:
         folder = registry.local_model_dir(version) / PLOTS_DIR
     except UnknownVersion as exc:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from catdog.db import feedback as feedback_db
 from catdog.db import queries
 from catdog.web import metrics
-from catdog.web.deps import ServiceDep, SessionDep
+from catdog.web.deps import ServiceDep, SessionDep, StrictDigits
 from catdog.web.monitor import system_health
 
 router = APIRouter(tags=["monitoring"])
@@ -27,7 +27,10 @@ def prometheus(request: Request) -> Response:
 
 @router.get("/api/monitoring", summary="The monitoring page's figures over the last minutes")
 def monitoring(
-    request: Request, session: SessionDep, service: ServiceDep, minutes: Annotated[int, Query(ge=1, le=1440)] = 60
+    request: Request,
+    session: SessionDep,
+    service: ServiceDep,
+    minutes: Annotated[int, Query(ge=1, le=1440), StrictDigits] = 60,
 ) -> dict[str, Any]:
     summary = queries.monitoring_summary(session, datetime.now(UTC), minutes)
     drift = _latest_drift(request, session)

@@ -7,11 +7,13 @@ from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 
 from catdog.errors import UsageProblem
 from catdog.settings import Settings
 from catdog.web.deps import ServiceDep, SettingsDep
 from catdog.web.logs import request_id
+from catdog.web.openapi import error_responses
 from catdog.web.service import ModelService, UploadTooLarge
 
 router = APIRouter(prefix="/api", tags=["predictions"])
@@ -22,7 +24,17 @@ CLIENT_CLOSED = 499  # nginx's code for "the client closed the request": logged,
 ExplainQuery = Annotated[bool, Query(description="also return the Grad-CAM heat map as a PNG data URL")]
 
 
-@router.post("/predict", summary="Classify one image")
+@router.post(
+    "/predict",
+    summary="Classify one image",
+    responses=error_responses(
+        413,
+        415,
+        503,
+        e413="the image is over CATDOG_MAX_UPLOAD_BYTES",
+        e503="overloaded (the queue is full) or the model is not ready",
+    ),
+)
 async def predict(
     request: Request,
     service: ServiceDep,
@@ -30,7 +42,22 @@ async def predict(
     file: Annotated[UploadFile, File(description="the image (JPEG, PNG, WebP, HEIC, AVIF, TIFF, BMP, GIF)")],
     explain: ExplainQuery = False,
 ) -> dict[str, Any]:
-    """P(dog), the class, the confidence and whether the picture shows a cat or a dog at all."""
+    """P(dog), the class, the confidence and whether the picture shows a cat or a dog at all.
+
+    422 for more than one file in `file` (FastAPI would silently keep one): several go to /api/predict/batch.
+    """
+    sent = len((await request.form()).getlist("file"))  # the form FastAPI parsed (cached on the request)
+    if sent > 1:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "too_many_files",
+                    "loc": ("body", "file"),
+                    "msg": f"{sent} files sent in 'file', which takes one: send several to POST /api/predict/batch "
+                    "as a repeated field 'files'",
+                }
+            ]
+        )
     data = await _read(file, settings.max_upload_bytes)
     service.admit(1)
     try:
@@ -42,7 +69,16 @@ async def predict(
         service.release(1)
 
 
-@router.post("/predict/batch", summary="Classify several images")
+@router.post(
+    "/predict/batch",
+    summary="Classify several images",
+    responses=error_responses(
+        413,
+        503,
+        e413="more files than CATDOG_MAX_BATCH_FILES, or the request is over the size limit",
+        e503="overloaded (the queue cannot take this many images) or the model is not ready",
+    ),
+)
 async def predict_batch(
     request: Request,
     service: ServiceDep,

@@ -13,7 +13,9 @@ from pydantic import BaseModel, Field
 from catdog.db import jobs, queries
 from catdog.db.models import RetrainStatus
 from catdog.jobs.retrain import NotEnoughData, check_training_data
-from catdog.web.deps import AdminDep, QueueDep, RegistryDep, SessionDep, SettingsDep
+from catdog.jobs.warm import read_status
+from catdog.web.deps import AdminDep, QueueDep, RegistryDep, SessionDep, SettingsDep, StrictDigits
+from catdog.web.openapi import error_responses
 from catdog.web.routes.status import now_iso
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,23 @@ class RetrainRequest(BaseModel):
     backbone: str | None = Field(default=None, description="a registered backbone; default: production's")
 
 
-@router.post("/retrain", summary="Start retraining on the base set plus the uploads", dependencies=[AdminDep])
+@router.post(
+    "/retrain",
+    summary="Start retraining on the base set plus the uploads",
+    dependencies=[AdminDep],
+    status_code=202,
+    responses=error_responses(
+        400,
+        401,
+        403,
+        409,
+        413,
+        503,
+        e400="unknown backbone, or too few images per class",
+        e409="a retraining job is already queued or running",
+        e503="the job queue is unreachable",
+    ),
+)
 def start_retrain(
     session: SessionDep,
     settings: SettingsDep,
@@ -65,15 +83,23 @@ def start_retrain(
 def retrain_status(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     jobs.sweep_stale_jobs(session, timedelta(seconds=settings.job_stale_seconds))
     summary = queries.retrain_summary(session)
-    return {**summary, **jobs.job_dict(jobs.newest_job(session)), "timestamp": now_iso()}
+    answer = {**summary, **jobs.job_dict(jobs.newest_job(session)), "timestamp": now_iso()}
+    # the idle worker's feature-cache warming: "ready" means a retrain pays no backbone pass
+    answer["feature_cache"] = read_status(settings)
+    return answer
 
 
 @router.get("/retrain/jobs", summary="Retraining jobs, newest first")
-def retrain_jobs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict[str, Any]:
+def retrain_jobs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200), StrictDigits] = 20) -> dict[str, Any]:
     return {"jobs": [jobs.job_dict(job) for job in jobs.list_jobs(session, limit)]}
 
 
-@router.post("/retrain/{job_id}/cancel", summary="Cancel a queued or running job", dependencies=[AdminDep])
+@router.post(
+    "/retrain/{job_id}/cancel",
+    summary="Cancel a queued or running job",
+    dependencies=[AdminDep],
+    responses=error_responses(401, 403, 404, 409, 413, e404="no such job", e409="the job has ended, or is registering"),
+)
 def cancel_retrain(job_id: str, session: SessionDep) -> dict[str, Any]:
     try:
         job = jobs.request_cancel(session, job_id)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from catdog.db import queries
@@ -16,7 +16,9 @@ from catdog.instance import instance_name
 from catdog.ml.artifacts import METRICS_JSON, PLOTS_DIR, served_metrics_path
 from catdog.ml.data import count_class_files
 from catdog.ml.precision import cpu_description
+from catdog.settings import Settings
 from catdog.web.deps import AdminDep, ServiceDep, SessionDep, SettingsDep
+from catdog.web.openapi import ADMIN, error_responses
 from catdog.web.service import ModelService
 
 router = APIRouter(tags=["status"])
@@ -40,7 +42,11 @@ async def health() -> dict[str, Any]:
     return {"status": "ok", "instance": instance_name(), "timestamp": now_iso()}
 
 
-@router.get("/ready", summary="Readiness: 503 until the model is loaded and warmed up")
+@router.get(
+    "/ready",
+    summary="Readiness: 503 until the model is loaded and warmed up",
+    responses=error_responses(503, e503="the model is loading, warming up or failed to load (`phase`, `error`)"),
+)
 async def ready(service: ServiceDep) -> JSONResponse:
     body = {"ready": service.ready, "phase": service.state.phase, "timestamp": now_iso()}
     if service.state.error:
@@ -51,7 +57,7 @@ async def ready(service: ServiceDep) -> JSONResponse:
 
 
 @router.get("/api/status", summary="System status, uptime and counters (from the database)")
-def status(service: ServiceDep, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+def status(request: Request, service: ServiceDep, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     uptime = time.time() - service.state.started_at
     predictor = service.predictor
     retrain = queries.retrain_summary(session)
@@ -68,7 +74,7 @@ def status(service: ServiceDep, session: SessionDep, settings: SettingsDep) -> d
         "registry_version": (service.served().get("production") or {}).get("version"),
         "backbone": predictor.config.backbone if predictor else None,
         "precision": predictor.precision if predictor else None,
-        "model_dir": str(service.model_dir),
+        "model_dir": model_source(service, settings),  # a name, never a server path (kept for old clients)
         "has_metrics": _metrics_file(service) is not None,
         "queue_depth": service.in_flight,
         "batching": {
@@ -77,11 +83,27 @@ def status(service: ServiceDep, session: SessionDep, settings: SettingsDep) -> d
             "max_queue_size": settings.max_queue_size,
         },
         "cpu": cpu_description(),
+        "disk": _disk(request, service),  # the state folder's free space; full: writes fail (507)
         "timestamp": now_iso(),
     }
 
 
-@router.get("/api/metrics", summary="The served model's evaluation on held-out data")
+def _disk(request: Request, service: ModelService) -> dict[str, Any] | None:
+    """{"free_bytes", "total_bytes", "full", "last_write_error"} of the state folder (catdog.web.disk)."""
+    watch = getattr(request.app.state, "disk", None)
+    if watch is None:
+        return None
+    if service.writer is not None:
+        stats = service.writer.stats()
+        watch.note_writer(stats.pending, stats.last_error)
+    return dict(watch.status())
+
+
+@router.get(
+    "/api/metrics",
+    summary="The served model's evaluation on held-out data",
+    responses=error_responses(404, e404="the served model has no evaluation (metrics.json)"),
+)
 def model_metrics(service: ServiceDep) -> dict[str, Any]:
     path = _metrics_file(service)
     if path is None:
@@ -107,12 +129,33 @@ def model_metrics(service: ServiceDep) -> dict[str, Any]:
     }
 
 
+# Monitors often probe with HEAD: the same answer as GET (status and headers) without a body.
+router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/ready", ready, methods=["HEAD"], include_in_schema=False)
+
+
+def model_source(service: ModelService, settings: Settings) -> str | None:
+    """Where the served model comes from, without server paths: "models:/catdog/3" (MLflow's model URI
+    of the registry version) or "pinned:<folder name>" (CATDOG_PINNED_MODEL); None while loading."""
+    if service.predictor is None:
+        return None
+    version = (service.served().get("production") or {}).get("version")
+    if version is not None:
+        return f"models:/{settings.registered_model}/{version}"
+    return f"pinned:{service.model_dir.name}"
+
+
 def _metrics_file(service: ModelService) -> Path | None:
     """The evaluation of the graph that serves (int8 or fp32), else of the other graph."""
     return served_metrics_path(service.model_dir, service.predictor.precision if service.predictor else "fp32")
 
 
-@router.get("/api/metrics/plots/{name}", summary="One of the served model's plots (PNG)")
+@router.get(
+    "/api/metrics/plots/{name}",
+    summary="One of the served model's plots (PNG)",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404, e404="no plot of that name")},
+)
 def model_plot(name: str, service: ServiceDep) -> FileResponse:
     folder = service.model_dir / PLOTS_DIR
     known = {p.name: p for p in folder.glob("*.png")} if folder.is_dir() else {}
@@ -133,6 +176,11 @@ def dataset_stats(settings: SettingsDep) -> dict[str, Any]:
     }
 
 
-@router.get("/api/auth/check", summary="Whether the admin token is right (the pages check it)", dependencies=[AdminDep])
+@router.get(
+    "/api/auth/check",
+    summary="Whether the admin token is right (the pages check it)",
+    dependencies=[AdminDep],
+    responses=ADMIN,
+)
 async def auth_check() -> dict[str, bool]:
     return {"ok": True}

@@ -428,8 +428,27 @@
     showMessage,
     updateFooter,
   };
+  /** A `.table-scroll` box around a `.table-wrap`: say when the table is wider than the box
+   *  (data-overflows) and which edges hide columns (data-more-left / -right); CSS draws the cues. */
+  function watchTableScroll(box) {
+    const wrap = box.querySelector(".table-wrap");
+    if (!wrap) return;
+    const update = () => {
+      const hidden = wrap.scrollWidth - wrap.clientWidth;
+      box.toggleAttribute("data-overflows", hidden > 1);
+      box.toggleAttribute("data-more-left", hidden > 1 && wrap.scrollLeft > 1);
+      box.toggleAttribute("data-more-right", hidden > 1 && wrap.scrollLeft < hidden - 1);
+    };
+    wrap.addEventListener("scroll", update, { passive: true });
+    const observer = new ResizeObserver(update); // the box resizes, or rows arrive and widen the table
+    observer.observe(wrap);
+    for (const table of wrap.querySelectorAll("table")) observer.observe(table);
+    update();
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     watchFooter();
     setUpAdminLine();
+    document.querySelectorAll(".table-scroll").forEach(watchTableScroll);
   });
 })();

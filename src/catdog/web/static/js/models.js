@@ -1,6 +1,7 @@
 /* Models page: the registry's versions (GET /api/models) with their test metrics, aliases, gate
- * verdict and lineage; which version each alias serves right now; promote and roll back (admin,
- * confirmed first); two versions' plots side by side. */
+ * verdict with each check's figures, the gate's reference version, and lineage; which version
+ * each alias serves right now; promote and roll back (admin, confirmed first); two versions'
+ * plots side by side. */
 (function () {
   "use strict";
   const { api, adminApi, confirmAction, fmt, el, setText, showMessage, updateFooter } = window.catdog;
@@ -13,7 +14,13 @@
     worst_mistakes: "Most confident mistakes",
   };
   const ALIAS_BADGE = { production: "badge-ok", staging: "badge-warn" };
-  const VERDICT_BADGE = { promoted: "badge-ok", staging: "badge-warn", manual: "badge-info", shipped: "badge-info" };
+  const VERDICT_BADGE = {
+    promoted: "badge-ok",
+    staging: "badge-warn",
+    manual: "badge-info",
+    shipped: "badge-info",
+    interrupted: "badge-error", // its job stopped while registering it (catdog.jobs.reconcile)
+  };
 
   const rows = document.getElementById("models-rows");
   const rollbackButton = document.getElementById("rollback-button");
@@ -43,12 +50,50 @@
       .map(([alias]) => alias);
   }
 
+  // the gate's checks (GET /api/models: versions[].gate.checks), each one line with its figures
+  const CHECK_TITLES = { production: "vs production", mcnemar: "McNemar", reference: "vs reference", floor: "floor" };
+
+  function checkFigures(c) {
+    const pct = (x) => fmt.percent(x, 2);
+    if (c.name === "production" && c.production_accuracy !== undefined)
+      return `${pct(c.accuracy)} vs ${pct(c.production_accuracy)} (v${c.production_version}), tolerance ${pct(c.tolerance)}`;
+    if (c.name === "mcnemar" && !c.skipped && c.p_value !== undefined)
+      return `b ${c.b}, c ${c.c} of ${fmt.number(c.n)}: p ${c.p_value < 0.001 ? "< 0.001" : fmt.number(c.p_value, 3)} (α ${c.alpha})`;
+    if (c.name === "mcnemar" && c.skipped) return "not run: no paired predictions (another backbone)";
+    if (c.name === "reference" && c.reference_accuracy !== undefined)
+      return `${pct(c.accuracy)} vs ${pct(c.reference_accuracy)} (v${c.reference_version}${c.source ? `, ${c.source}` : ""})`;
+    if (c.name === "floor" && c.accuracy !== undefined)
+      return `${pct(c.accuracy)} ${c.passed ? "≥" : "<"} ${pct(c.min_accuracy)}`;
+    return c.detail || "";
+  }
+
+  function gateChecks(checks) {
+    return el(
+      "ul",
+      { className: "gate-checks" },
+      checks.map((c) => {
+        const state = c.skipped ? "skipped" : c.passed ? "passed" : "failed";
+        const mark = { passed: "✓", failed: "✗", skipped: "–" }[state];
+        const item = { className: `gate-check gate-check-${state}`, dataset: { check: c.name, state }, attrs: { title: c.detail || "" } };
+        return el("li", item, [
+          el("span", { className: "gate-check-mark", text: mark, attrs: { "aria-hidden": "true" } }),
+          el("span", { className: "visually-hidden", text: `${state}: ` }),
+          el("span", { className: "gate-check-name", text: `${CHECK_TITLES[c.name] || c.name} ` }),
+          el("span", { className: "gate-check-figures", text: checkFigures(c) }),
+        ]);
+      }),
+    );
+  }
+
   function gateCell(v) {
     const gate = v.gate || {};
-    if (!gate.verdict && !gate.reason) return el("td", { className: "muted", text: fmt.missing });
+    const checks = Array.isArray(gate.checks) ? gate.checks : [];
+    if (!gate.verdict && !gate.reason && !checks.length) return el("td", { className: "muted", text: fmt.missing });
     return el("td", { className: "gate" }, [
       gate.verdict ? el("span", { className: `badge ${VERDICT_BADGE[gate.verdict] || ""}`, text: gate.verdict }) : null,
-      gate.reason ? el("span", { className: "small gate-reason", text: gate.reason }) : null,
+      // with checks, each says its part of the reason; without (shipped, older versions) the reason itself
+      gate.reason && !checks.length ? el("span", { className: "small gate-reason", text: gate.reason }) : null,
+      checks.length ? gateChecks(checks) : null,
     ]);
   }
 
@@ -84,9 +129,20 @@
       ]),
       el("td", { className: "aliases" }, [
         ...aliasBadges(v.aliases),
+        isReference(v)
+          ? el("span", { className: "badge badge-info", text: "gate reference", dataset: { reference: String(v.version) } })
+          : null,
         ...served.map((alias) =>
           el("span", { className: "badge badge-served", text: `serving ${alias}`, dataset: { served: alias } }),
         ),
+        v.load_error
+          ? el("span", {
+              className: "badge badge-error",
+              text: "failed to load",
+              title: v.load_error.reason,
+              dataset: { loadError: String(v.version) },
+            })
+          : null,
       ]),
       num(fmt.percent(m.accuracy, 2)),
       num(fmt.percent(m.precision, 2)),
@@ -96,6 +152,18 @@
       gateCell(v),
       el("td", {}, [promote]),
     ]);
+  }
+
+  function isReference(v) {
+    return Boolean(registry.reference) && registry.reference.version === v.version;
+  }
+
+  function describeReference() {
+    const ref = registry.reference;
+    if (!ref || ref.version === null || ref.version === undefined) return "none yet";
+    const v = (registry.versions || []).find((x) => x.version === ref.version);
+    const accuracy = v && v.metrics ? ` · ${fmt.percent(v.metrics.accuracy, 2)}` : "";
+    return `version ${ref.version} (${ref.source || "?"})${accuracy}`;
   }
 
   function describeAlias(alias) {
@@ -111,7 +179,25 @@
     const text = `${served.version === null || served.version === undefined ? "unregistered" : `version ${served.version}`}` +
       (served.model_version ? ` (${served.model_version})` : "");
     const wanted = registry[alias];
-    return wanted !== null && wanted !== undefined && served.version !== wanted ? `${text}, switching to version ${wanted}…` : text;
+    if (wanted === null || wanted === undefined || served.version === wanted) return text;
+    if (loadFailure(alias, wanted)) return `${text}: version ${wanted} failed to load, so this one keeps serving`;
+    return `${text}, switching to version ${wanted}…`;
+  }
+
+  /** Why `version` does not serve as `alias` on this server (GET /api/models swap_errors), or null. */
+  function loadFailure(alias, version) {
+    return (registry.swap_errors || []).find((f) => f.alias === alias && f.version === version) || null;
+  }
+
+  function describeSwapErrors() {
+    return (registry.swap_errors || [])
+      .map((f) =>
+        f.version === null || f.version === undefined
+          ? `The model registry could not be asked (${fmt.time(f.at)}): ${f.reason}. The served models keep serving.`
+          : `Version ${f.version} (${f.alias}) failed to load (${fmt.time(f.at)}): ${f.reason}. ` +
+            "The version before it keeps serving; this server tries again later, or at once when the alias moves.",
+      )
+      .join(" ");
   }
 
   function settled() {
@@ -119,7 +205,7 @@
     return ["production", "staging"].every((alias) => {
       const wanted = registry[alias];
       if (wanted === null || wanted === undefined || !served[alias]) return true;
-      return served[alias].version === wanted;
+      return served[alias].version === wanted || Boolean(loadFailure(alias, wanted)); // a failure is final until retried
     });
   }
 
@@ -128,7 +214,8 @@
   function showRegistry() {
     const versions = registry.versions || [];
     // re-render only on change: a refresh must not take the keyboard focus off a row's button
-    const key = JSON.stringify([versions, registry.production, registry.staging, registry.served, busy]);
+    const stable = (k, value) => (k === "at" || k === "retry_in_seconds" ? undefined : value); // these tick every poll
+    const key = JSON.stringify([versions, registry.production, registry.staging, registry.served, registry.reference, busy], stable);
     if (key !== shownRows) {
       shownRows = key;
       renderRows(versions);
@@ -137,6 +224,8 @@
     setText("alias-staging", describeAlias("staging"));
     setText("served-production", describeServed("production"));
     setText("served-staging", describeServed("staging"));
+    showMessage("swap-error", describeSwapErrors());
+    setText("gate-reference", describeReference());
     rollbackButton.disabled = busy || registry.production === null || registry.production === undefined;
     fillCompareChoices(versions);
   }

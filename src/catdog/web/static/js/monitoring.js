@@ -363,6 +363,11 @@
   }
 
   // --- model versions side by side --------------------------------------------------------------------
+  function counted(n, word) {
+    const k = Number(n) || 0;
+    return `${fmt.number(k)} ${word}${k === 1 ? "" : "s"}`;
+  }
+
   function showVersions(versions) {
     const rows = document.getElementById("versions-rows");
     const list = Array.isArray(versions) ? versions : [];
@@ -376,10 +381,18 @@
     rows.replaceChildren(
       ...list.map((v) => {
         const feedback = v.feedback || {};
+        // live accuracy counts each picture once per version (the first verdict on it): say from how
+        // many pictures and clients it comes, and how many verdicts were given in all
         const accuracy =
           feedback.accuracy === null || feedback.accuracy === undefined
             ? "no feedback yet"
-            : `${fmt.percent(feedback.accuracy, 1)} (${fmt.number(feedback.correct)} of ${fmt.number(feedback.n)} right)`;
+            : `${fmt.percent(feedback.accuracy, 1)} (${fmt.number(feedback.correct)} of ${fmt.number(feedback.n)} right) ` +
+              `from ${counted(feedback.pictures ?? feedback.n, "picture")}, ${counted(feedback.clients, "client")}`;
+        const given = Number(feedback.given ?? feedback.n) || 0;
+        const verdicts =
+          given > (Number(feedback.n) || 0)
+            ? `${fmt.number(given)} (${fmt.number(feedback.n ?? 0)} counted)`
+            : fmt.number(given);
         const num = (text) => el("td", { className: "num", text });
         return el("tr", { dataset: { modelVersion: v.model_version || "" } }, [
           el("th", { scope: "row", className: "mono", text: v.model_version || fmt.missing }),
@@ -394,7 +407,7 @@
                 ? `${fmt.ms(v.mean_latency_ms)} mean`
                 : fmt.missing,
           ),
-          num(fmt.number(feedback.n ?? 0)),
+          num(verdicts),
           num(accuracy),
         ]);
       }),

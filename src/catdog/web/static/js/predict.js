@@ -234,7 +234,12 @@
       item.card.dataset.feedback = "recorded";
       item.card.dataset.feedbackId = answer.feedback_id;
       wrong.textContent = "Feedback recorded";
-      feedbackStatus(item, `Recorded: it is a ${correct}. Thank you, this counts towards the live accuracy of ${answer.model_version || "the model"}.`, "ok");
+      const model = answer.model_version || "the model";
+      const counts =
+        answer.counted === false
+          ? `This picture already had a verdict for ${model}: live accuracy counts each picture once.`
+          : `Thank you, this counts towards the live accuracy of ${model}.`;
+      feedbackStatus(item, `Recorded: it is a ${correct}. ${counts}`, "ok");
       announce(`${item.file.name}: feedback recorded, it is a ${correct}.`);
       showAdminActions();
     } catch (err) {

@@ -113,7 +113,7 @@
   }
 
   function outcomeItem(status, filename, detail) {
-    const badge = { stored: "badge-ok", duplicate: "badge-warn", error: "badge-error" }[status];
+    const badge = { stored: "badge-ok", duplicate: "badge-warn", conflict: "badge-error", error: "badge-error" }[status];
     return el("li", { dataset: { status } }, [
       el("span", { className: `badge ${badge}`, text: status }),
       " ",
@@ -122,7 +122,16 @@
     ]);
   }
 
+  /** The served model's verdict on an uploaded photo: "model: dog, P(cat) 3.1%" (nothing while no model serves). */
+  function opinionText(entry, className) {
+    if (!entry.predicted_class) return "";
+    const verdict = entry.label_agrees === false ? "disagrees" : "agrees";
+    const asked = className === "dogs" ? "dog" : "cat";
+    return ` The model ${verdict}: ${entry.predicted_class}, P(${asked}) ${fmt.percent(entry.p_label, 1)}.`;
+  }
+
   function duplicateText(entry) {
+    if (entry.status === "conflict") return `label conflict: ${entry.detail || "already stored under the other class"}.`;
     if (entry.duplicate_of === "training set") return "is already in the base training set: not stored again.";
     if (entry.duplicate_of === "upload") return "was uploaded before: stored once.";
     return "is a duplicate: stored once.";
@@ -130,8 +139,8 @@
 
   function showUploadResult(result, className) {
     const items = [
-      ...result.stored.map((f) => outcomeItem("stored", f.filename, `as ${f.class || className}`)),
-      ...result.duplicates.map((f) => outcomeItem("duplicate", f.filename, duplicateText(f))),
+      ...result.stored.map((f) => outcomeItem("stored", f.filename, `as ${f.class || className}.${opinionText(f, className)}`)),
+      ...result.duplicates.map((f) => outcomeItem(f.status === "conflict" ? "conflict" : "duplicate", f.filename, duplicateText(f))),
       ...result.errors.map((f) => outcomeItem("error", f.filename, f.error)),
     ];
     document.getElementById("upload-outcomes").replaceChildren(...items);
@@ -172,7 +181,7 @@
           const key = `${entry.sha256}/${entry.filename}`;
           if (seen.has(key)) continue;
           seen.add(key);
-          (entry.status === "duplicate" || entry.duplicate_of ? result.duplicates : result.stored).push(entry);
+          (entry.status === "duplicate" || entry.status === "conflict" || entry.duplicate_of ? result.duplicates : result.stored).push(entry);
         }
         result.errors.push(...(body.errors || []));
         row.dataset.state = "done";
@@ -239,7 +248,13 @@
       el("span", { className: "thumb-meta small muted" }, [
         `${label}${u.source === "feedback" ? " · from feedback" : ""}`,
         u.width && u.height ? ` · ${u.width}×${u.height}` : "",
+        u.predicted_class ? ` · model: ${u.predicted_class} (P(${label}) ${fmt.percent(u.p_label, 0)})` : "",
       ]),
+      u.quarantined
+        ? el("span", { className: "badge badge-warn", text: "quarantined", title: u.quarantine_reason || "" })
+        : u.kept_by_admin
+          ? el("span", { className: "badge badge-info", text: "kept by an admin" })
+          : null,
       remove,
     ]);
     remove.addEventListener("click", () => deleteUpload(u, item, name));
@@ -412,6 +427,38 @@
     setText("retrain-live", message);
   }
 
+  // The idle worker's feature-cache warming (catdog.jobs.warm): how fast the next retrain will be.
+  function showCache(c) {
+    const bar = document.getElementById("retrain-cache-progress");
+    const state = c ? c.state : null;
+    const counted = c && c.total ? `${fmt.number(c.done)}/${fmt.number(c.total)}` : "";
+    let text = "unknown";
+    let detail = "";
+    if (state === "ready") {
+      text = "fast retrain ready";
+      detail = `Every backbone feature a retrain reads is cached (${fmt.number(c.total)} images × views, ${c.backbone}, ${c.precision}).`;
+    } else if (state === "warming") {
+      text = `warming ${counted}`;
+      const eta = c.eta_seconds ? `, about ${Math.ceil(c.eta_seconds / 60)} min left` : "";
+      const rate = c.images_per_second ? ` at ${c.images_per_second} images/s` : "";
+      detail = `The idle worker computes ${c.backbone} features ahead of the next retrain${rate}${eta}; serving comes first.`;
+    } else if (state === "paused") {
+      text = counted ? `warming paused at ${counted}` : "warming paused";
+      detail = c.reason || "A retrain is running; warming goes on when it ends.";
+    } else if (state === "off") {
+      text = "not warmed";
+      detail = c.reason || "";
+    } else if (state === "error") {
+      text = "warming failed";
+      detail = c.error || "";
+    }
+    setText("retrain-cache", text);
+    setText("retrain-cache-detail", detail);
+    const showBar = (state === "warming" || state === "paused") && c.total > 0;
+    bar.hidden = !showBar;
+    if (showBar) bar.value = (100 * c.done) / c.total;
+  }
+
   function showStatus(s) {
     const previous = current;
     current = s;
@@ -423,8 +470,10 @@
     retrainButton.textContent = active ? "Retraining…" : "Start retraining";
     showProgress(s);
     showResult(s);
+    showCache(s.feature_cache);
     if (previous) announce(s); // not on page load: only what changes while the page is open
     else lastAnnounced = `${s.job_id}/`;
+    document.dispatchEvent(new CustomEvent("catdog:retrain-status", { detail: s })); // quarantine.js listens
     const changed = !previous || previous.job_id !== s.job_id || previous.status !== s.status;
     if (changed) loadJobs();
     if (previous && isActive(previous) && !active) {
@@ -571,6 +620,10 @@
   cancelButton.addEventListener("click", cancelJob);
   moreButton.addEventListener("click", () => loadUploads(true));
   filter.addEventListener("change", () => loadUploads(false));
+  document.addEventListener("catdog:uploads-changed", () => {
+    loadUploads(false); // an upload kept or deleted from the quarantine list (quarantine.js)
+    refreshDataset();
+  });
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) refreshStatus();
   });
