@@ -43,7 +43,8 @@ def test_a_warmed_cache_leaves_a_retrain_no_backbone_pass(cold: Settings) -> Non
     assert status["state"] == "ready", status
     assert status["done"] == status["total"] > 0 and status["backbone"] == "efficientnet_lite0"
     plan = make_plan(cold, Registry(cold).get(1))
-    assert not isinstance(plan, str) and not plan.todo_train and not plan.todo_test
+    assert not isinstance(plan, str) and not any(part.todo for part in plan.parts)
+    assert {part.what for part in plan.parts} >= {"training views", "test split", "drift reference (fp32)"}
     rows = _cached(cold)
     assert rows == status["total"]
 

@@ -5,7 +5,8 @@ the uploads and the test split has its features in the cache, a retrain takes se
 machine the first one would pay thousands of backbone passes. `FeatureWarmer` is a thread of
 `catdog worker` that fills exactly the cache entries a retrain of the production version would
 read (its backbone graph at the precision training picks, its views and augmentation recipe:
-catdog.ml.train.config_from_recipe), in small steps, at the lowest CPU priority there is
+catdog.ml.train.config_from_recipe; the test split; the drift reference's training sample through
+every graph the new version serves with), in small steps, at the lowest CPU priority there is
 (SCHED_IDLE: it runs only on cores nothing else wants, so serving never waits for it), pausing
 while a job is queued or running. The cache is the progress: a restarted worker resumes where
 the last one stopped. Its state is a small JSON file in the state folder that
@@ -37,21 +38,26 @@ BUSY_POLL_SECONDS = 5.0
 
 
 @dataclass
+class WarmPart:
+    """One share of the plan: samples whose `views` a graph must have in the cache."""
+
+    what: str  # "training views", "test split", "drift reference (fp32)", ...
+    graph: Path
+    views: int
+    todo: list[Sample]  # samples with at least one of their views missing from the cache
+
+
+@dataclass
 class WarmPlan:
     """What a retrain of the production version would extract, and what the cache lacks of it."""
 
     version: int | None
     backbone: str
-    precision: str
-    graph: Path
-    views: int
+    precision: str  # the precision training picks on this machine
     recipe: AugmentRecipe
-    train: list[Sample]  # base training set + uploads, one sample per distinct content
-    test: list[Sample]
-    todo_train: list[Sample]  # samples with at least one view missing
-    todo_test: list[Sample]
-    done: int  # (image, view) cache entries present
-    total: int  # (image, view) cache entries a retrain reads
+    parts: list[WarmPart]
+    done: int  # distinct (graph, image, view) cache entries present
+    total: int  # distinct (graph, image, view) cache entries a retrain reads
 
 
 def status_path(settings: Settings) -> Path:
@@ -129,7 +135,8 @@ def make_plan(settings: Settings, production: Any | None) -> WarmPlan | str:
     """What to warm for a retrain of `production` (a registered version or None), or why nothing."""
     from catdog.jobs.retrain import recipe_of
     from catdog.ml.data import DataError, load_split, resolve_split
-    from catdog.ml.features import FeatureExtractor, cache_for, cache_keys
+    from catdog.ml.drift import reference_sample
+    from catdog.ml.features import cache_keys
     from catdog.ml.train import config_from_recipe, load_training_data, training_graph
 
     backbone = production.backbone if production is not None else settings.default_model
@@ -148,31 +155,58 @@ def make_plan(settings: Settings, production: Any | None) -> WarmPlan | str:
     except DataError as exc:
         return f"no data set to warm: {exc}"
     graph = training_graph(backbone, config.precision or settings.precision)
-    extractor = FeatureExtractor(graph.path, graph.backbone.spec.normalization, settings.threads, spin=False)
-    cache = cache_for(settings.features_dir, backbone, extractor)
-    try:
-        train_keys = cache_keys(train, config.views, config.augment)
-        test_keys = cache_keys(test, 1, config.augment)
-        present = cache.has(train_keys + test_keys)
-    finally:
-        cache.close()
-    todo_train = [s for s, k in zip(train, _grouped(train_keys, config.views), strict=True) if not set(k) <= present]
-    todo_test = [s for s, k in zip(test, test_keys, strict=True) if k not in present]
-    total = len(train_keys) + len(test_keys)
+    # what a retrain reads: training views and the test split through the training graph (training,
+    # the label check, the evaluation), and the drift reference's training sample through every
+    # graph the new model serves with (catdog.ml.drift.build_reference: fp32, and int8 with a table)
+    groups: list[tuple[str, Path, list[Sample], int]] = [
+        ("training views", graph.path, train, config.views),
+        ("test split", graph.path, test, 1),
+    ]
+    sample = reference_sample(train)
+    for precision, path in reference_graph_paths(graph.backbone).items():
+        groups.append((f"drift reference ({precision})", path, sample, 1))
+    keys = {what: cache_keys(samples, views, config.augment) for what, _, samples, views in groups}
+    wanted: dict[Path, set[str]] = {}
+    for what, path, _, _ in groups:
+        wanted.setdefault(path, set()).update(keys[what])
+    present = {path: _present(settings, graph.backbone, path, entries) for path, entries in wanted.items()}
+    parts = []
+    for what, path, samples, views in groups:
+        grouped = _grouped(keys[what], views)
+        todo = [s for s, k in zip(samples, grouped, strict=True) if not set(k) <= present[path]]
+        parts.append(WarmPart(what, path, views, todo))
     return WarmPlan(
         version=production.version if production is not None else None,
         backbone=backbone,
         precision=graph.precision,
-        graph=graph.path,
-        views=config.views,
         recipe=config.augment,
-        train=train,
-        test=test,
-        todo_train=todo_train,
-        todo_test=todo_test,
-        done=len(present & set(train_keys + test_keys)),
-        total=total,
+        parts=parts,
+        done=sum(len(present[path] & entries) for path, entries in wanted.items()),
+        total=sum(len(entries) for entries in wanted.values()),
     )
+
+
+def reference_graph_paths(backbone: Any) -> dict[str, Path]:
+    """precision -> the pooled-feature graph a new model's drift reference runs (as catdog.ml.drift.reference_graphs
+    finds them for a model directory without a fine-tuned block: fp32, and int8 where a range table exists)."""
+    from catdog.ml.backbones.base import ensure_onnx, packaged_calibration_table
+
+    graphs = {"fp32": ensure_onnx(backbone, "fp32")}
+    table = packaged_calibration_table(backbone.spec.name)
+    if table.is_file():
+        graphs["int8"] = ensure_onnx(backbone, "int8", table)
+    return graphs
+
+
+def _present(settings: Settings, backbone: Any, graph: Path, keys: set[str]) -> set[str]:
+    from catdog.ml.features import FeatureExtractor, cache_for
+
+    extractor = FeatureExtractor(graph, backbone.spec.normalization, settings.threads, spin=False)
+    cache = cache_for(settings.features_dir, backbone.spec.name, extractor)
+    try:
+        return cache.has(list(keys))
+    finally:
+        cache.close()
 
 
 T = TypeVar("T")
@@ -237,38 +271,49 @@ class FeatureWarmer(threading.Thread):
         from catdog.ml.backbones import create_backbone
         from catdog.ml.features import FeatureExtractor, cache_for, cache_keys, extract_features
 
-        head = {"backbone": plan.backbone, "precision": plan.precision, "version": plan.version, "views": plan.views}
-        if not plan.todo_train and not plan.todo_test:
+        head = {"backbone": plan.backbone, "precision": plan.precision, "version": plan.version}
+        head["views"] = next((part.views for part in plan.parts if part.what == "training views"), 1)
+        steps = [(part, chunk) for part in plan.parts for chunk in _grouped(part.todo, STEP_IMAGES)]
+        if not steps:
             write_status(self.settings, state="ready", done=plan.done, total=plan.total, **head)
             return True
         normalization = create_backbone(plan.backbone).spec.normalization
-        extractor = FeatureExtractor(plan.graph, normalization, self.settings.threads, spin=False)
-        cache = cache_for(self.settings.features_dir, plan.backbone, extractor)
+        extractors: dict[Path, Any] = {}
+        caches: dict[Path, Any] = {}
         done, started, passes = plan.done, time.monotonic(), 0
-        steps = [(chunk, plan.views) for chunk in _grouped(plan.todo_train, STEP_IMAGES)]
-        steps += [(chunk, 1) for chunk in _grouped(plan.todo_test, STEP_IMAGES)]
+        write_status(self.settings, state="warming", done=done, total=plan.total, **head)
         try:
-            write_status(self.settings, state="warming", done=done, total=plan.total, **head)
-            for chunk, views in steps:
+            for part, chunk in steps:
                 if self._stop.is_set() or self.busy():
                     write_status(self.settings, state="paused", done=done, total=plan.total, **head)
                     return False
-                before = len(cache.has(cache_keys(chunk, views, plan.recipe)))
-                extract_features(chunk, extractor, cache, views=views, recipe=plan.recipe, progress=False)
-                passes += len(chunk) * views - before
-                done += len(chunk) * views - before
+                if part.graph not in extractors:
+                    extractors[part.graph] = FeatureExtractor(
+                        part.graph, normalization, self.settings.threads, spin=False
+                    )
+                    caches[part.graph] = cache_for(self.settings.features_dir, plan.backbone, extractors[part.graph])
+                cache = caches[part.graph]
+                keys = cache_keys(chunk, part.views, plan.recipe)
+                before = len(cache.has(keys))  # another part of this graph may have filled some already
+                extract_features(
+                    chunk, extractors[part.graph], cache, views=part.views, recipe=plan.recipe, progress=False
+                )
+                passes += len(keys) - before
+                done = min(plan.total, done + len(keys) - before)
                 rate = passes / max(1e-6, time.monotonic() - started)
                 write_status(
                     self.settings,
                     state="warming",
                     done=done,
                     total=plan.total,
+                    part=part.what,
                     images_per_second=round(rate, 2),
                     eta_seconds=round((plan.total - done) / rate) if rate > 0 else None,
                     **head,
                 )
         finally:
-            cache.close()
+            for cache in caches.values():
+                cache.close()
         write_status(self.settings, state="ready", done=plan.total, total=plan.total, **head)
         log.info("feature cache warm: %d backbone passes in %.0f s", passes, time.monotonic() - started)
         return True
