@@ -76,49 +76,44 @@ RUN --mount=type=bind,source=deploy/docker/wheels,target=/wheels \
 FROM serve-env AS serve-venv
 RUN pip uninstall -y -q pip
 
-# --- serve ------------------------------------------------------------------------------------------
-FROM python AS serve
-COPY --from=serve-venv /opt/venv /opt/venv
+# --- what serve and worker share: the built models, the folders, the entry point --------------------
+FROM python AS runtime
 COPY --from=models /opt/catdog/models /opt/catdog/models
 ENV CATDOG_MODELS_DIR=/opt/catdog/models \
     CATDOG_STATE_DIR=/var/lib/catdog \
-    CATDOG_CACHE_DIR=/var/lib/catdog/cache \
-    CATDOG_DATA_DIR=/data \
+    CATDOG_DATA_DIR=/data
+RUN mkdir -p /var/lib/catdog /var/cache/catdog/features /data \
+    && chown catdog:catdog /var/lib/catdog /var/cache/catdog/features
+WORKDIR /var/lib/catdog
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["tini", "--", "catdog"]
+
+# --- serve ------------------------------------------------------------------------------------------
+FROM runtime AS serve
+COPY --from=serve-venv /opt/venv /opt/venv
+ENV CATDOG_CACHE_DIR=/var/lib/catdog/cache \
     CATDOG_HOST=0.0.0.0 \
     CATDOG_PORT=8000 \
     CATDOG_WORKER=false
-RUN mkdir -p /var/lib/catdog /data && chown catdog:catdog /var/lib/catdog
 USER catdog
-WORKDIR /var/lib/catdog
 VOLUME ["/var/lib/catdog"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('CATDOG_PORT', '8000')}/health\", timeout=4)"]
-STOPSIGNAL SIGTERM
-ENTRYPOINT ["tini", "--", "catdog"]
 CMD ["serve"]
 
 # --- worker -----------------------------------------------------------------------------------------
-FROM python AS worker
+FROM runtime AS worker
 COPY --from=train-env /opt/venv /opt/venv
-COPY --from=models /opt/catdog/models /opt/catdog/models
 COPY --from=models --chown=catdog:catdog /opt/catdog/cache /opt/catdog/cache
-ENV CATDOG_MODELS_DIR=/opt/catdog/models \
-    CATDOG_STATE_DIR=/var/lib/catdog \
-    CATDOG_CACHE_DIR=/opt/catdog/cache \
+ENV CATDOG_CACHE_DIR=/opt/catdog/cache \
     CATDOG_FEATURES_DIR=/var/cache/catdog/features \
-    CATDOG_DATA_DIR=/data \
     CATDOG_WORKER_NICE=0
-RUN mkdir -p /var/lib/catdog /var/cache/catdog/features /data \
-    && chown catdog:catdog /var/lib/catdog /var/cache/catdog/features
 USER catdog
-WORKDIR /var/lib/catdog
 VOLUME ["/var/lib/catdog", "/var/cache/catdog/features"]
 # healthy: the job queue's storage (Redis, PostgreSQL or SQLite) answers with these settings
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python", "-c", "from catdog.jobs.queue import make_queue; from catdog.settings import get_settings; make_queue(get_settings()).huey.pending_count()"]
-STOPSIGNAL SIGTERM
-ENTRYPOINT ["tini", "--", "catdog"]
 CMD ["worker"]
 
 # --- mlflow -----------------------------------------------------------------------------------------
