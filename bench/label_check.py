@@ -25,7 +25,6 @@ feature cache pays one backbone pass per image (VGG16: ~2 images/s on 2 AVX2 cor
 from __future__ import annotations
 
 import argparse
-import io
 import random
 import shutil
 import sys
@@ -34,23 +33,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from retrain import new_photo  # bench/ is the script's folder, so its sibling imports
 
 from catdog.ml.precision import describe_cpu_line
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "catsdogs"
-
-
-def new_photo(source: Path, rng: random.Random) -> bytes:
-    """The photo mirrored and cropped by 2-12 px per side, saved anew as JPEG: new content, same label."""
-    with Image.open(source) as opened:
-        mirrored = ImageOps.mirror(opened.convert("RGB"))
-    w, h = mirrored.size
-    cut = rng.randint(2, 12)
-    buffer = io.BytesIO()
-    mirrored.crop((cut, cut, w - cut, h - cut)).save(buffer, "JPEG", quality=rng.randint(85, 95))
-    return buffer.getvalue()
 
 
 def link_all(paths: list[Path], folder: Path) -> None:

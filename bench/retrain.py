@@ -53,6 +53,17 @@ def request(base: str, method: str, path: str, body: bytes | None = None, header
         return json.loads(response.read())
 
 
+def new_photo(source: Path, rng: random.Random) -> bytes:
+    """The photo mirrored and cropped by 2-12 px per side, saved anew as JPEG: new content, same label."""
+    with Image.open(source) as opened:
+        mirrored = ImageOps.mirror(opened.convert("RGB"))
+    w, h = mirrored.size
+    cut = rng.randint(2, 12)
+    buffer = io.BytesIO()
+    mirrored.crop((cut, cut, w - cut, h - cut)).save(buffer, "JPEG", quality=rng.randint(85, 95))
+    return buffer.getvalue()
+
+
 def new_photos(data: Path, n: int, seed: int) -> list[tuple[str, bytes]]:
     """(class folder, JPEG bytes): mirrored, slightly cropped training photos, half cats and half dogs."""
     rng = random.Random(seed)
@@ -60,13 +71,7 @@ def new_photos(data: Path, n: int, seed: int) -> list[tuple[str, bytes]]:
     for index in range(n):
         class_dir = ("cats", "dogs")[index % 2]
         source = rng.choice(sorted((data / "train" / class_dir).iterdir()))
-        with Image.open(source) as opened:
-            mirrored = ImageOps.mirror(opened.convert("RGB"))
-        w, h = mirrored.size
-        cut = rng.randint(2, 12)
-        buffer = io.BytesIO()
-        mirrored.crop((cut, cut, w - cut, h - cut)).save(buffer, "JPEG", quality=rng.randint(85, 95))
-        out.append((class_dir, buffer.getvalue()))
+        out.append((class_dir, new_photo(source, rng)))
     return out
 
 
