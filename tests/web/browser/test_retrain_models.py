@@ -267,7 +267,7 @@ def test_retrain_runs_live_and_registers_a_version(
 
 
 def test_quarantined_uploads_are_shown_with_their_reason_and_an_admin_keeps_or_deletes_them(
-    page: Any, server: Server, tmp_path: Path
+    page: Any, server: Server, tmp_path: Path, save_screenshot: Callable[[Any, str], Path | None]
 ) -> None:
     """Two uploads marked quarantined as a label check marks them: P(class), the reason, Keep, Delete."""
     import sqlite3
@@ -300,6 +300,8 @@ def test_quarantined_uploads_are_shown_with_their_reason_and_an_admin_keeps_or_d
     expect(page.locator("#quarantine-count")).to_contain_text("2 quarantined: not trained on")
     expect(page.locator(f"#upload-{hashes[0]}")).to_contain_text("quarantined")
     expect(page.locator("#label-check-summary")).to_contain_text(re.compile("Last label check|No retrain"))
+    page.locator("#quarantine-title").evaluate("e => window.scrollTo(0, e.getBoundingClientRect().top + scrollY - 24)")
+    save_screenshot(page, "quarantine.png")
 
     first.get_by_role("button", name=re.compile("^Keep")).click()
     expect(first).to_have_count(0)
