@@ -178,6 +178,12 @@ def test_status_shows_no_server_path(app_client: TestClient, lite0_model: Path) 
     assert status["model_version"] and status["backbone"] == "efficientnet_lite0" and status["precision"]
 
 
+def test_dataset_stats_name_the_data_set_without_its_path(app_client: TestClient) -> None:
+    stats = app_client.get("/api/dataset-stats").json()
+    assert stats["data_dir"] == "catsdogs"  # the fixtures' data set (tests/web/conftest.py make_settings)
+    assert "/" not in stats["data_dir"] and str(Path(__file__).parents[1]) not in json.dumps(stats)
+
+
 def test_a_registry_model_is_named_by_its_model_uri(tmp_path: Path) -> None:
     served = {"production": {"version": 3, "model_version": "abc"}, "staging": None}
     service = SimpleNamespace(predictor=object(), served=lambda: served, model_dir=tmp_path / "secret" / "path")

@@ -171,7 +171,7 @@ def dataset_stats(settings: SettingsDep) -> dict[str, Any]:
         "training": count_class_files(data / "train"),
         "testing": count_class_files(data / "test"),
         "retraining": count_class_files(settings.state_dir / "uploads"),
-        "data_dir": str(data),
+        "data_dir": data.name,  # the data set's folder name, never the server's path (as /api/status's model_dir)
         "timestamp": now_iso(),
     }
 
