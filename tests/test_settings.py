@@ -30,6 +30,9 @@ def test_settings_come_from_catdog_variables(monkeypatch: pytest.MonkeyPatch, tm
         ("CATDOG_FEEDBACK_RATE_LIMIT", "often", "CATDOG_FEEDBACK_RATE_LIMIT"),
         ("CATDOG_TRUSTED_PROXIES", "nginx", "CATDOG_TRUSTED_PROXIES"),
         ("CATDOG_TRUSTED_PROXIES", "10.0.0.1/8", "CATDOG_TRUSTED_PROXIES"),
+        ("CATDOG_FEEDBACK_RATE_LIMIT", "0/minute", "CATDOG_FEEDBACK_RATE_LIMIT"),
+        ("CATDOG_GATE_REFERENCE", "1.0", "CATDOG_GATE_REFERENCE"),
+        ("CATDOG_GATE_REFERENCE", "0", "CATDOG_GATE_REFERENCE"),
     ],
 )
 def test_a_bad_value_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, name: str, value: str, needle: str) -> None:

@@ -118,9 +118,19 @@ class Settings(BaseSettings):
             from limits import parse_many  # here: the CLI's other commands need no `limits`
 
             try:
-                parse_many(value)
+                rates = parse_many(value)
             except ValueError:
                 raise ValueError("must be a rate such as 30/minute or 5/second;100/hour, or empty (no limit)") from None
+            if any(rate.amount < 1 for rate in rates):
+                raise ValueError("a rate of 0 refuses every feedback: give at least 1, or empty for no limit")
+        return value
+
+    @field_validator("gate_reference", mode="before")
+    @classmethod
+    def _version_digits(cls, value: object) -> object:
+        """A version number in plain digits, as the API's paths take them ("1.0", "+2", "2_0" are refused)."""
+        if isinstance(value, str) and value.strip() and not (value.strip().isascii() and value.strip().isdigit()):
+            raise ValueError("must be a version number in plain digits, such as 3")
         return value
 
     @field_validator("trusted_proxies")

@@ -57,6 +57,8 @@ def test_a_warmed_cache_leaves_a_retrain_no_backbone_pass(cold: Settings) -> Non
     assert _cached(cold) == rows  # training, the label check and the evaluation found every feature cached
     recipe = view["recipe"]
     assert isinstance(recipe, dict) and recipe["from_version"] == 1 and recipe["views"] == 2
+    checks = view["gate_checks"]  # the job's status carries the gate's checks, as /api/models does
+    assert isinstance(checks, list) and [c["name"] for c in checks] == ["production", "mcnemar", "reference", "floor"]
 
 
 def test_the_warmer_pauses_for_a_job_and_resumes_where_it_stopped(

@@ -229,6 +229,19 @@ def test_promote_and_rollback_chain(registry: Registry, trained: Any) -> None:
         registry.rollback()
 
 
+def test_rollback_passes_over_versions_that_failed_to_load(registry: Registry, trained: Any) -> None:
+    registry.bootstrap()  # 1 vgg16 (production), 2 lite0
+    three = log_run(registry, trained()).version
+    registry.promote(2)
+    registry.promote(three)
+    assert registry.rollback(skip={2: "broken"}) == (1, three)  # not to 2: it would not load
+    assert registry.aliases() == {"production": 1}
+    registry.promote(2)
+    with pytest.raises(NothingToRollBack, match=r"earlier production versions \(1\) failed to load"):
+        registry.rollback(skip={1: "broken"})
+    assert registry.aliases() == {"production": 2}
+
+
 def test_rollback_without_production(registry: Registry) -> None:
     with pytest.raises(NothingToRollBack, match="no production version"):
         registry.rollback()

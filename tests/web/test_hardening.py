@@ -178,6 +178,13 @@ def test_status_shows_no_server_path(app_client: TestClient, lite0_model: Path) 
     assert status["model_version"] and status["backbone"] == "efficientnet_lite0" and status["precision"]
 
 
+def test_model_metrics_name_the_test_folder_without_its_path() -> None:
+    from catdog.web.routes.status import _without_root
+
+    assert _without_root({"root": "/srv/secret/catsdogs/test", "n": 3}) == {"root": "test", "n": 3}
+    assert _without_root(None) is None
+
+
 def test_dataset_stats_name_the_data_set_without_its_path(app_client: TestClient) -> None:
     stats = app_client.get("/api/dataset-stats").json()
     assert stats["data_dir"] == "catsdogs"  # the fixtures' data set (tests/web/conftest.py make_settings)

@@ -242,6 +242,12 @@ def test_feedback_counts_per_version_and_feeds_training(platform: TestClient, tm
     )
     refused = platform.post(f"/api/feedback/{verdict.json()['feedback_id']}/add-to-training", headers=ADMIN)
     assert refused.status_code == 409 and "test split" in refused.json()["detail"]
+    # a base-set dog said to be a cat is a label conflict, as an upload would be: nothing is added
+    base_dog = platform.post("/api/predict", files=_files(_photos("train", "dogs", 1), "file")).json()
+    flipped = platform.post("/api/feedback", json={"prediction_id": base_dog["prediction_id"], "correct_label": "cat"})
+    conflict = platform.post(f"/api/feedback/{flipped.json()['feedback_id']}/add-to-training", headers=ADMIN)
+    assert conflict.status_code == 409 and "label conflict" in conflict.json()["detail"], conflict.text
+    assert len(platform.get("/api/uploads").json()["uploads"]) == len(uploads)
 
 
 def test_everything_is_there_after_a_restart(platform: TestClient, tmp_path: Path) -> None:

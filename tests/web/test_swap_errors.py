@@ -103,3 +103,9 @@ def test_a_promoted_version_that_cannot_load_is_named_with_its_reason(
     assert platform.post("/api/models/1/promote", headers=ADMIN).status_code == 200  # back to a good one
     answer = models_when(platform, lambda a: a["swap_error"] is None)
     assert answer["served"]["production"]["version"] == 1 and answer["swap_errors"] == []
+
+    # production history 1, corrupt, missing, 1: a rollback must not land on a version that failed to load
+    rolled = platform.post("/api/models/rollback", headers=ADMIN)
+    assert rolled.status_code == 409, rolled.text
+    assert f"({missing}, {corrupt}) failed to load" in rolled.json()["detail"]
+    assert platform.get("/api/models").json()["production"] == 1

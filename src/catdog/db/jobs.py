@@ -221,6 +221,8 @@ def job_dict(job: RetrainJob | None) -> dict[str, Any]:
         "metrics": result.get("metrics"),
         "version": result.get("version"),
         "gate": result.get("gate"),
+        "gate_checks": result.get("gate_checks"),  # each check of the promotion gate with its figures
+        "gate_reference": result.get("gate_reference"),
         # the label check before training: {checked, quarantined, kept, trained, base_issues: {count, examples}}
         "label_check": result.get("label_check"),
         "seconds": result.get("seconds"),
@@ -246,6 +248,8 @@ JOB_FIELDS = (
     "metrics",
     "version",
     "gate",
+    "gate_checks",
+    "gate_reference",
     "label_check",
     "seconds",
     "recipe",

@@ -42,7 +42,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from catdog.registry.reference import REFERENCE_TAG, GateReference, check_better
+from catdog.registry.reference import REFERENCE_TAG, GateReference, ReferenceNotBetter, check_better
 from catdog.registry.reference import encode as encode_reference
 from catdog.registry.reference import resolve as resolve_reference
 from catdog.registry.types import (
@@ -283,21 +283,28 @@ class Registry:
         log.info("production -> version %d (was %s): %s", version, previous, reason)
         return version, previous
 
-    def rollback(self) -> tuple[int, int]:
+    def rollback(self, skip: Collection[int] = ()) -> tuple[int, int]:
         """Production goes back one promotion; returns (new production, the version rolled back from).
 
-        Raises NothingToRollBack (one line) when production has no earlier version (e.g. it is
-        still the shipped default) or there is no production at all.
+        skip: versions known not to load (a server's failed loads): passed over, and dropped from the
+        production history. Raises NothingToRollBack (one line) when production has no earlier
+        version left (e.g. it is still the shipped default) or there is no production at all.
         """
         with self._lock():
             current = self.aliases().get(PRODUCTION)
             if current is None:
                 raise NothingToRollBack("there is no production version to roll back")
             history = self._history()
-            while history and history[-1] == current:
-                history.pop()
+            passed = []
+            while history and (history[-1] == current or history[-1] in skip):
+                popped = history.pop()
+                if popped != current:
+                    passed.append(popped)
             if not history:
-                raise NothingToRollBack(f"nothing to roll back: version {current} is the first production version")
+                why = f"version {current} is the first production version"
+                if passed:
+                    why = f"the earlier production versions ({', '.join(map(str, passed))}) failed to load here"
+                raise NothingToRollBack(f"nothing to roll back to: {why}")
             target = history[-1]
             self._model_version(target)
             with _mlflow_errors():
@@ -330,7 +337,15 @@ class Registry:
             if current is not None:
                 with contextlib.suppress(UnknownVersion):
                     current_accuracy = self.get(current).metrics.get("accuracy")
-            check_better(version, self.get(version).metrics.get("accuracy"), current, current_accuracy)
+            candidate = self.get(version)
+            production = self.aliases().get(PRODUCTION)
+            if production is not None and candidate.backbone != self.get(production).backbone:
+                raise ReferenceNotBetter(
+                    f"version {version} is {candidate.backbone}, production is {self.get(production).backbone}: "
+                    "the reference must share production's backbone (its head is judged on the same test features); "
+                    "CATDOG_GATE_REFERENCE pins any version"
+                )
+            check_better(version, candidate.metrics.get("accuracy"), current, current_accuracy)
             with _mlflow_errors():
                 tag = encode_reference(version, set_by, _now_iso())
                 self.client.set_registered_model_tag(self.name, REFERENCE_TAG, tag)

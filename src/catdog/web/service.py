@@ -158,6 +158,9 @@ class ModelService:
         self._slot_lock = threading.Lock()
         self._poll_lock = threading.Lock()  # one poll (load, warm, swap) at a time
         self._failures: dict[str, _Failure] = {}
+        # registry versions that failed to load in this process, kept after their alias moves on
+        # (a rollback must not land on one): version -> reason; dropped once one loads
+        self.unloadable: dict[int, str] = {}
         self._source_failure: tuple[str, float] | None = None  # (why, time.time()) the source itself failed
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -405,6 +408,8 @@ class ModelService:
             self._failed(alias, target, exc)
             return
         self._failures.pop(alias, None)  # the state first, so whoever sees the new model sees it too
+        if target.registry_version is not None:
+            self.unloadable.pop(target.registry_version, None)
         self.state.swap_error = self._failure_text()
         seconds = time.perf_counter() - started
         self.state.swaps += 1
@@ -429,6 +434,8 @@ class ModelService:
         )
         reason = _without_paths(f"{type(exc).__name__}: {exc}", target.model_dir)
         self._failures[alias] = _Failure(target, time.monotonic() + backoff, backoff, message, reason)
+        if target.registry_version is not None:
+            self.unloadable[target.registry_version] = reason
         self.state.swap_error = message
         if alias == PRODUCTION and not self.ready:
             self.state.error = f"{type(exc).__name__}: {exc}"

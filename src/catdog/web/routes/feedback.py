@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from catdog.db import feedback as feedback_db
-from catdog.db.models import UploadSource
+from catdog.db.models import Upload, UploadSource
 from catdog.uploads import InTestSplit
 from catdog.web.deps import AdminDep, ServiceDep, SessionDep, UploadsDep
 from catdog.web.openapi import error_responses
@@ -59,16 +60,41 @@ def give_feedback(body: FeedbackIn, session: SessionDep, service: ServiceDep, cl
         401, 403, 404, 409, 410, 413, e404="no such feedback", e409="the image is in the test split"
     ),
 )
-def add_to_training(feedback_id: str, session: SessionDep, service: ServiceDep, store: UploadsDep) -> dict[str, Any]:
-    """The image is the model's input as kept for explanations (224 px JPEG), labelled with the correct class."""
+async def add_to_training(
+    feedback_id: str, session: SessionDep, service: ServiceDep, store: UploadsDep
+) -> dict[str, Any]:
+    """The image is the model's input as kept for explanations (224 px JPEG), labelled with the correct class.
+
+    It is checked as an upload is, by the photo the prediction was made on: 409 for a photo of the
+    test split, for a label conflict (the photo is in the base set or the uploads under the other
+    class) and for a photo already there under this class; the answer carries the served model's
+    opinion (`predicted_class`, `p_label`, `label_agrees`) as an upload's does.
+    """
     row = feedback_db.get_feedback(session, feedback_id)
     if row is None:
         raise HTTPException(404, f"no feedback {feedback_id!r}")
-    if feedback_db.content_of(session, row.prediction_id) in store.test_hashes():
+    original = feedback_db.content_of(session, row.prediction_id)
+    if original in store.test_hashes():
         raise HTTPException(409, str(InTestSplit()))
+    label = CLASS_FOLDERS[row.correct_label]
+    if original is not None:
+        upload = session.get(Upload, original)
+        for where, known in (
+            ("the base training set", store.base_hashes().get(original)),
+            ("the uploads", upload.class_name if upload is not None else None),
+        ):
+            if known is not None and known != label:
+                raise HTTPException(
+                    409, f"label conflict: this photo is in {where} as {known}, the feedback says {label}; not added"
+                )
+            if known is not None:
+                raise HTTPException(409, f"this photo is already in {where} as {known}: nothing to add")
     data = service.explanations.input_jpeg(row.prediction_id)
     if data is None:
         raise HTTPException(410, "the prediction's image is no longer kept (only the newest are): upload it instead")
-    entry = store.add(session, data, CLASS_FOLDERS[row.correct_label], f"feedback-{row.id}.jpg", UploadSource.FEEDBACK)
+    opinion = await service.opinion(data)
+    entry = await run_in_threadpool(
+        store.add, session, data, label, f"feedback-{row.id}.jpg", UploadSource.FEEDBACK, opinion
+    )
     feedback_db.mark_added(session, row, entry.sha256)
     return entry.to_dict()

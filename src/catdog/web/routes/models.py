@@ -47,12 +47,16 @@ def list_models(registry: RegistryDep, service: ServiceDep, settings: SettingsDe
     dependencies=[AdminDep],
     responses=error_responses(401, 403, 409, 413, e409="there is no earlier production version"),
 )
-def rollback(registry: RegistryDep) -> dict[str, Any]:
+def rollback(registry: RegistryDep, service: ServiceDep) -> dict[str, Any]:
+    """Versions that failed to load on this server are passed over (they would leave the version
+    rolled back from serving); `skipped` names them."""
+    skip = dict(service.unloadable)
     try:
-        production, rolled_back_from = registry.rollback()
+        production, rolled_back_from = registry.rollback(skip=skip)
     except NothingToRollBack as exc:
         raise HTTPException(409, str(exc)) from None
-    return {"production": production, "rolled_back_from": rolled_back_from}
+    skipped = [{"version": version, "reason": reason} for version, reason in sorted(skip.items())]
+    return {"production": production, "rolled_back_from": rolled_back_from, "skipped": skipped}
 
 
 @router.post(
@@ -73,7 +77,9 @@ def promote(version: VersionPath, registry: RegistryDep) -> dict[str, Any]:
     "/{version}/reference",
     summary="Make a version the promotion gate's reference (only to one at least as accurate)",
     dependencies=[AdminDep],
-    responses=error_responses(401, 403, 404, 409, 413, e409="its test accuracy is below the current reference's"),
+    responses=error_responses(
+        401, 403, 404, 409, 413, e409="its test accuracy is below the current reference's, or another backbone"
+    ),
 )
 def set_reference(version: VersionPath, registry: RegistryDep, settings: SettingsDep) -> dict[str, Any]:
     """Stores the reference in the registry; overridden_by_setting: CATDOG_GATE_REFERENCE (it wins) or null.
@@ -85,7 +91,9 @@ def set_reference(version: VersionPath, registry: RegistryDep, settings: Setting
     except UnknownVersion as exc:
         raise HTTPException(404, str(exc)) from None
     except ReferenceNotBetter as exc:
-        raise HTTPException(409, str(exc)) from None
+        pinned = settings.gate_reference
+        note = f" (CATDOG_GATE_REFERENCE={pinned} pins the reference on this server and wins)" if pinned else ""
+        raise HTTPException(409, f"{exc}{note}") from None
     return {"reference": reference, "previous": previous, "overridden_by_setting": settings.gate_reference}
 
 

@@ -120,7 +120,7 @@ def model_metrics(service: ServiceDep) -> dict[str, Any]:
         "confusion_matrix": data.get("confusion_matrix"),
         "n": data.get("n"),
         "evaluated_precision": (data.get("model") or {}).get("precision", "fp32"),
-        "test_data": data.get("data"),
+        "test_data": _without_root(data.get("data")),
         "model_version": service.predictor.version if service.predictor else None,
         "plots": {p.stem: f"/api/metrics/plots/{p.name}" for p in sorted(plots.glob("*.png"))},
         "timestamp": datetime.fromtimestamp(path.stat().st_mtime, UTC)
@@ -184,3 +184,10 @@ def dataset_stats(settings: SettingsDep) -> dict[str, Any]:
 )
 async def auth_check() -> dict[str, bool]:
     return {"ok": True}
+
+
+def _without_root(data: Any) -> Any:
+    """The evaluation's data entry with its folder named, not the server's path to it."""
+    if not isinstance(data, dict) or not isinstance(data.get("root"), str):
+        return data
+    return data | {"root": Path(data["root"]).name}
