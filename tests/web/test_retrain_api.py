@@ -192,7 +192,7 @@ def test_a_retrain_through_the_api_registers_a_version_and_serving_switches(
     plot = platform.get(next(iter(after["versions"][0]["plots"].values())))
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
     rolled = platform.post("/api/models/rollback", headers=ADMIN).json()
-    assert rolled == {"production": 1, "rolled_back_from": 2}
+    assert rolled == {"production": 1, "rolled_back_from": 2, "skipped": []}
     assert platform.post("/api/models/rollback", headers=ADMIN).status_code == 409
     assert platform.post("/api/models/2/promote", headers=ADMIN).json() == {"production": 2, "previous": 1}
     assert platform.post("/api/models/99/promote", headers=ADMIN).status_code == 404

@@ -444,9 +444,13 @@ def test_models_page_lists_versions_and_promote_and_rollback_move_the_production
 
 
 # --- feedback --------------------------------------------------------------------------------------------
-def test_wrong_button_records_feedback_and_an_admin_adds_the_photo_to_training(page: Any, server: Server) -> None:
+def test_wrong_button_records_feedback_and_an_admin_adds_the_photo_to_training(
+    page: Any, server: Server, tmp_path: Path
+) -> None:
+    photo = tmp_path / "new-cat.jpg"  # a photo new to the platform: a base-set one would be a label conflict
+    ImageOps.mirror(Image.open(TRAIN_CATS[3]).convert("RGB")).save(photo, "JPEG", quality=90)
     page.goto("/predict-page")
-    page.set_input_files("#file-input", str(TRAIN_CATS[3]))
+    page.set_input_files("#file-input", str(photo))
     page.click("#predict-button")
     card = page.locator('#results .result-card[data-state="done"]')
     expect(card).to_have_count(1)
