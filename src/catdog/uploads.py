@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from catdog import CLASS_NAMES
 from catdog.db.models import Upload, UploadSource, iso_z
 from catdog.errors import UsageProblem
-from catdog.ml.data import CLASS_DIRS, IMAGE_SUFFIXES
+from catdog.ml.data import CLASS_DIRS, IMAGE_SUFFIXES, folder_stamp
 from catdog.ml.preprocessing import image_kind, open_image
 
 # Format (by magic bytes) -> the suffix training reads; anything else is stored as a lossless PNG.
@@ -226,7 +226,7 @@ class UploadStore:
         known = self._hashes.get(folder)
         if known is not None and time.monotonic() - self._checked[folder] < RESCAN_AFTER_S:
             return known[1]
-        stamp = _folder_stamp(folder)  # a listing and a stat per file: not for every file of an upload
+        stamp = folder_stamp(folder)  # a listing and a stat per file: not for every file of an upload
         self._checked[folder] = time.monotonic()
         if known is None or known[0] != stamp:
             known = (stamp, MappingProxyType(_hash_files(folder)))
@@ -336,17 +336,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-
-
-def _folder_stamp(base: Path) -> tuple[int, int]:
-    """(files, newest modification ns) over the class folders: changes when files are added or replaced."""
-    count, newest = 0, 0
-    for name in CLASS_DIRS:
-        for entry in os.scandir(base / name):
-            if entry.is_file():
-                count += 1
-                newest = max(newest, entry.stat().st_mtime_ns)
-    return count, newest
 
 
 def _hash_files(base: Path) -> dict[str, str]:

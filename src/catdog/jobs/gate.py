@@ -132,17 +132,8 @@ def check_production(new: Contender, production: Contender | None, tolerance: fl
         if production is not None:
             what = f"production v{production.version} has no test accuracy"
         return Check("production", False, f"{what} to compare with", {})
-    ours, theirs = float(new.accuracy), float(production.accuracy)
-    figures = {
-        "accuracy": ours,
-        "production_version": production.version,
-        "production_accuracy": theirs,
-        "difference": ours - theirs,
-        "tolerance": tolerance,
-        "how": production.how,
-    }
-    text = f"accuracy {ours:.4f} vs {theirs:.4f} ({production.how}; tolerance {tolerance:.4f})"
-    if ours >= theirs - tolerance - ROUNDING:
+    within, figures, text = _within_tolerance(new, production, tolerance, "production")
+    if within:
         return Check("production", True, f"not worse than production v{production.version}: {text}", figures)
     return Check("production", False, f"worse than production v{production.version}: {text}", figures)
 
@@ -202,20 +193,31 @@ def check_reference(new: Contender, reference: Contender | None, tolerance: floa
         )
         how = f" ({reference.how})" if reference is not None and reference.how else ""
         return Check("reference", False, f"{why}{how}", figures)
-    ours, theirs = float(new.accuracy), float(reference.accuracy)
-    figures = {
-        "accuracy": ours,
-        "reference_version": reference.version,
-        "reference_accuracy": theirs,
-        "difference": ours - theirs,
-        "tolerance": tolerance,
-        "how": reference.how,
-        "source": source,
-    }
-    text = f"accuracy {ours:.4f} vs {theirs:.4f} ({reference.how}; tolerance {tolerance:.4f})"
-    if ours >= theirs - tolerance - ROUNDING:
+    within, figures, text = _within_tolerance(new, reference, tolerance, "reference")
+    figures["source"] = source
+    if within:
         return Check("reference", True, f"within the tolerance of {named}: {text}", figures)
     return Check("reference", False, f"below {named} by more than the tolerance: {text}", figures)
+
+
+def _within_tolerance(
+    new: Contender, other: Contender, tolerance: float, role: str
+) -> tuple[bool, dict[str, Any], str]:
+    """(new.accuracy >= other.accuracy - tolerance, the figures with `role`_version/_accuracy, the text).
+
+    Both accuracies must be set (the callers check). ROUNDING absorbs float error at the boundary.
+    """
+    ours, theirs = float(new.accuracy or 0.0), float(other.accuracy or 0.0)
+    figures: dict[str, Any] = {
+        "accuracy": ours,
+        f"{role}_version": other.version,
+        f"{role}_accuracy": theirs,
+        "difference": ours - theirs,
+        "tolerance": tolerance,
+        "how": other.how,
+    }
+    text = f"accuracy {ours:.4f} vs {theirs:.4f} ({other.how}; tolerance {tolerance:.4f})"
+    return ours >= theirs - tolerance - ROUNDING, figures, text
 
 
 def check_floor(new: Contender, min_accuracy: float) -> Check:

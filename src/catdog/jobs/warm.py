@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from catdog.ml.data import CLASS_DIRS, Sample
+from catdog.ml.data import Sample, folder_stamp
 from catdog.ml.features import AugmentRecipe
 from catdog.settings import Settings
 
@@ -115,20 +115,8 @@ def lower_priority() -> str:
 
 def _fingerprint(settings: Settings, version: int | None) -> tuple[Any, ...]:
     """Changes when production or the files of the base set, test split or uploads change."""
-    stamps: list[tuple[int, int]] = []
-    for folder in (settings.data_dir / "train", settings.data_dir / "test", settings.uploads_dir):
-        count, newest = 0, 0
-        for name in CLASS_DIRS:
-            try:
-                with os.scandir(folder / name) as entries:
-                    for entry in entries:
-                        if entry.is_file():
-                            count += 1
-                            newest = max(newest, entry.stat().st_mtime_ns)
-            except OSError:
-                pass
-        stamps.append((count, newest))
-    return (version, *stamps)
+    folders = (settings.data_dir / "train", settings.data_dir / "test", settings.uploads_dir)
+    return (version, *(folder_stamp(folder) for folder in folders))
 
 
 def make_plan(settings: Settings, production: Any | None) -> WarmPlan | str:
@@ -199,10 +187,9 @@ def reference_graph_paths(backbone: Any) -> dict[str, Path]:
 
 
 def _present(settings: Settings, backbone: Any, graph: Path, keys: set[str]) -> set[str]:
-    from catdog.ml.features import FeatureExtractor, cache_for
+    from catdog.ml.features import FeatureCache, cache_path
 
-    extractor = FeatureExtractor(graph, backbone.spec.normalization, settings.threads, spin=False)
-    cache = cache_for(settings.features_dir, backbone.spec.name, extractor)
+    cache = FeatureCache(cache_path(settings.features_dir, backbone.spec.name, graph))
     try:
         return cache.has(list(keys))
     finally:

@@ -189,3 +189,21 @@ def count_class_files(folder: Path) -> dict[str, int]:
             counts[class_dir] = 0
     counts["total"] = counts["cats"] + counts["dogs"]
     return counts
+
+
+def folder_stamp(root: Path) -> tuple[int, int]:
+    """(files, newest modification ns) over root's cats/ and dogs/ (a missing one counts as empty).
+
+    Changes when files are added, removed or replaced: a listing and a stat per file, no reading.
+    """
+    count, newest = 0, 0
+    for name in CLASS_DIRS:
+        try:
+            with os.scandir(Path(root) / name) as entries:
+                for entry in entries:
+                    if entry.is_file():
+                        count += 1
+                        newest = max(newest, entry.stat().st_mtime_ns)
+        except FileNotFoundError:
+            continue
+    return count, newest

@@ -49,8 +49,7 @@ class FeatureExtractor:
     def __init__(self, onnx_path: Path, normalization: Normalization, threads: int = 0, spin: bool = True) -> None:
         self.session = make_session(onnx_path, threads, spin)
         self.normalization = normalization
-        with open(onnx_path, "rb") as handle:
-            self.graph_digest = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+        self.graph_digest = graph_digest(onnx_path)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.session.run(None, {"image": self.normalization(images)})[0], np.float32)
@@ -96,6 +95,17 @@ class FeatureCache:
 
     def close(self) -> None:
         self.db.close()
+
+
+def graph_digest(onnx_path: Path) -> str:
+    """The first 16 hex digits of the graph file's sha256: what names its feature cache."""
+    with open(onnx_path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+
+
+def cache_path(features_dir: Path, backbone: str, graph: Path) -> Path:
+    """The feature cache file of a backbone graph (read without loading the graph)."""
+    return features_dir / f"{backbone}-{graph_digest(graph)}.sqlite"
 
 
 def cache_for(
