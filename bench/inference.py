@@ -76,16 +76,16 @@ def find_images(folder: Path, n: int) -> list[Path]:
     return picked
 
 
-def graphs(selected: list[str], model_dir: Path | None) -> list[Graph]:
+def graphs(selected: list[str], model_dir: Path | None, weights_dir: Path) -> list[Graph]:
     found: list[Graph] = []
     if "vgg16_fp32" in selected or "vgg16_int8" in selected:
-        vgg = create_backbone("vgg16")
+        vgg = create_backbone("vgg16", weights_dir)
         if "vgg16_fp32" in selected:
             found.append(Graph("VGG16 fp32 features", ensure_onnx(vgg, "fp32"), vgg.spec.normalization))
         if "vgg16_int8" in selected:
             found.append(Graph("VGG16 int8 features", ensure_onnx(vgg, "int8"), vgg.spec.normalization))
     if "lite0_fp32" in selected:
-        lite0 = create_backbone("efficientnet_lite0")
+        lite0 = create_backbone("efficientnet_lite0", weights_dir)
         found.append(Graph("EfficientNet-Lite0 fp32 features", ensure_onnx(lite0, "fp32"), lite0.spec.normalization))
     if model_dir is not None and "model" in selected:
         config = ModelConfig.load(model_dir)
@@ -186,7 +186,8 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=GRAPHS, help="time only these graphs (repeatable)")
     parser.add_argument("--no-decode-bench", action="store_true", help="skip the JPEG decoder comparison")
     args = parser.parse_args()
-    threads = get_settings().threads if args.threads is None else args.threads
+    settings = get_settings()
+    threads = settings.threads if args.threads is None else args.threads
 
     cpu = cpu_description()
     print("machine")
@@ -201,7 +202,7 @@ def main() -> None:
     print(f"  images              {len(paths)} from {args.data}, batch {args.batch}")
     decoded: dict[int, np.ndarray] = {}
     timings: list[Timing] = []
-    for graph in graphs(args.only or list(GRAPHS), args.model):
+    for graph in graphs(args.only or list(GRAPHS), args.model, settings.weights_dir):
         size = graph.normalization.size
         if size not in decoded:
             decoded[size] = np.stack([load_image(path, size) for path in paths])

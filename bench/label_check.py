@@ -36,6 +36,7 @@ import numpy as np
 from retrain import new_photo  # bench/ is the script's folder, so its sibling imports
 
 from catdog.ml.precision import describe_cpu_line
+from catdog.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "catsdogs"
@@ -89,7 +90,9 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, list[Path]]:
     return written
 
 
-def retrain_accuracy(work: Path, name: str, uploads: Path, backbone: str, seed: int) -> tuple[float, float]:
+def retrain_accuracy(
+    work: Path, name: str, uploads: Path, backbone: str, seed: int, settings: Settings
+) -> tuple[float, float]:
     """(test accuracy, seconds) of a retrain with the shipped model's recipe on base set + `uploads`."""
     from catdog.ml.artifacts import ModelConfig
     from catdog.ml.evaluate import evaluate_on_features
@@ -102,8 +105,8 @@ def retrain_accuracy(work: Path, name: str, uploads: Path, backbone: str, seed: 
     )
     config.drift_reference = False
     shutil.rmtree(work / name, ignore_errors=True)
-    train(config, progress=False)
-    metrics, _ = evaluate_on_features(work / name, work / "data", progress=False)
+    train(config, progress=False, settings=settings)
+    metrics, _ = evaluate_on_features(work / name, work / "data", settings=settings, progress=False)
     return float(metrics["accuracy"]), time.perf_counter() - started
 
 
@@ -139,8 +142,9 @@ def main() -> int:
         n_base = int((~is_upload).sum())
         print(f"base set {n_base} images, uploads {int(is_upload.sum())} ({len(flipped)} cats uploaded as dogs)")
 
+        settings = get_settings()
         t0 = time.perf_counter()
-        features = plain_features(samples, args.backbone, get_settings().precision)
+        features = plain_features(samples, args.backbone, settings.precision, settings=settings)
         t1 = time.perf_counter()
         labels = np.array([s.label for s in samples])
         check = check_labels(features, labels, is_upload, folds=args.folds)
@@ -180,7 +184,7 @@ def main() -> int:
         for repeat in range(args.repeats):
             seed = 42 + repeat
             for name, folder in variants.items():
-                accuracy, seconds = retrain_accuracy(work, "model", folder, args.backbone, seed)
+                accuracy, seconds = retrain_accuracy(work, "model", folder, args.backbone, seed, settings)
                 accuracies[name].append(accuracy)
                 print(f"  seed {seed}, {name}: test accuracy {accuracy:.4f} ({seconds:.0f} s)", flush=True)
         means = {name: float(np.mean(values)) for name, values in accuracies.items()}

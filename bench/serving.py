@@ -304,11 +304,12 @@ def serve_from_file(source_file: Path, port: int) -> None:
 
     from catdog.settings import get_settings
     from catdog.web.app import create_app
+    from catdog.web.state import app_state
 
     source = FileSource(source_file)
     first = source.resolve()["production"].model_dir
     app = create_app(get_settings(), first)
-    app.state.model_source = source
+    app_state(app).model_source = source
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_config=None, access_log=False)
 
 

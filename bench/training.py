@@ -1,10 +1,10 @@
 """Training time, cold and warm: catdog.ml.train.train twice on the same data and feature cache.
 
-The first run starts from an empty feature cache (a temp CATDOG_FEATURES_DIR) and pays one
-backbone pass per (image, view); the second finds every feature cached, so it shows what a
-retrain costs. Backbone weights and graphs stay in the usual cache (they are not reset). For
-each run: seconds for features, for the head, and in total (total also covers scanning and
-hashing the files, and writing the model directory with model.onnx).
+The first run starts from an empty feature cache (a temp folder passed to train() as the
+settings' features folder) and pays one backbone pass per (image, view); the second finds every
+feature cached, so it shows what a retrain costs. Backbone weights and graphs stay in the usual
+cache (they are not reset). For each run: seconds for features, for the head, and in total
+(total also covers scanning and hashing the files, and writing the model directory with model.onnx).
 
     .venv/bin/python bench/training.py --backbone efficientnet_lite0 --limit 50
     .venv/bin/python bench/training.py --backbone vgg16 --views 2          # every training image
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 
 from catdog.ml.artifacts import CONFIG_JSON
 from catdog.ml.data import CLASS_DIRS, IMAGE_SUFFIXES, resolve_split
 from catdog.ml.train import TrainConfig, TrainResult, train
+from catdog.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "catsdogs"
@@ -40,15 +40,9 @@ def subset(data: Path, per_class: int, dest: Path) -> Path:
 
 
 def run_once(config: TrainConfig, features_dir: Path, progress: bool) -> TrainResult:
-    previous = os.environ.get("CATDOG_FEATURES_DIR")
-    os.environ["CATDOG_FEATURES_DIR"] = str(features_dir)  # get_settings() reads the environment on each call
-    try:
-        return train(config, progress=progress)
-    finally:
-        if previous is None:
-            os.environ.pop("CATDOG_FEATURES_DIR", None)
-        else:
-            os.environ["CATDOG_FEATURES_DIR"] = previous
+    """train() with the environment's settings but the feature cache in features_dir."""
+    settings = get_settings().model_copy(update={"features_dir_override": features_dir})
+    return train(config, progress=progress, settings=settings)
 
 
 def main() -> None:

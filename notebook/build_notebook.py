@@ -79,6 +79,7 @@ CELLS: list[NotebookNode] = [
         from catdog.ml.predictor import Predictor
         from catdog.ml.preprocessing import load_image, open_image
         from catdog.ml.train import TrainConfig, train
+        from catdog.settings import get_settings
 
         # figures inline, whatever backend the kernel started with
         %matplotlib inline
@@ -108,6 +109,7 @@ CELLS: list[NotebookNode] = [
         if not (DATA_DIR / "train" / "cats").is_dir() or not (DATA_DIR / "test" / "cats").is_dir():
             raise FileNotFoundError(f"{DATA_DIR} needs train/{{cats,dogs}} and test/{{cats,dogs}}")
         spec = backbone_spec(BACKBONE)
+        SETTINGS = get_settings()  # the CATDOG_* variables: weights and feature caches, threads, precision
         print(f"data:     {DATA_DIR}")
         print(f"model to: {OUT_DIR}")
         print(f"backbone: {spec.name} ({spec.feature_dim} pooled features, {spec.input_size} px input)")
@@ -272,7 +274,7 @@ CELLS: list[NotebookNode] = [
     ),
     code(
         """
-        result = train(config)
+        result = train(config, settings=SETTINGS)
         """
     ),
     code(
@@ -296,7 +298,9 @@ CELLS: list[NotebookNode] = [
     ),
     code(
         """
-        metrics = evaluate_model(OUT_DIR, DATA_DIR, plots_dir=OUT_DIR / PLOTS_DIR, history=result.history)
+        metrics = evaluate_model(
+            OUT_DIR, DATA_DIR, settings=SETTINGS, plots_dir=OUT_DIR / PLOTS_DIR, history=result.history
+        )
         write_json(OUT_DIR / METRICS_JSON, metrics)
         print(f"test accuracy: {metrics['accuracy']:.4f} on {metrics['n']} images")
         names = ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]

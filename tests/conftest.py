@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from catdog.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CATSDOGS = FIXTURES / "catsdogs"
@@ -32,6 +36,7 @@ def _train_tiny(
 
     from catdog.ml.features import AugmentRecipe
     from catdog.ml.train import TrainConfig, train
+    from catdog.settings import get_settings
 
     os.environ.setdefault("CATDOG_FEATURES_DIR", str(out.parent / "features"))
     config = TrainConfig(
@@ -44,7 +49,7 @@ def _train_tiny(
         augment=AugmentRecipe(seed=1),
         drift_reference=drift_reference,
     )
-    return train(config, progress=False).model_dir
+    return train(config, progress=False, settings=get_settings()).model_dir
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +77,50 @@ def shipped_lite0(lite0_model: Path, tmp_path_factory: pytest.TempPathFactory) -
     models = tmp_path_factory.mktemp("shipped")
     shutil.copytree(lite0_model, models / "efficientnet_lite0")
     return models
+
+
+def settings_apart_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base: Settings | None = None, **update: Any
+) -> Settings:
+    """A Settings whose folders are under tmp_path/"mine", while the environment points everywhere else.
+
+    The settings: cache_dir tmp_path/"mine" (its weights/ a link to the shared weights cache, so
+    nothing is converted again), the feature cache mine/features, plus `update` (threads,
+    precision, ...), over `base` (default: the environment's settings, read first). Then the
+    CATDOG_* variables name tmp_path/"env" folders, 2 threads and int8, and
+    catdog.settings.get_settings raises: code given these settings that still consults the
+    environment fails, or writes under tmp_path/"env".
+    """
+    import catdog.settings
+
+    base = base if base is not None else catdog.settings.get_settings()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "weights").symlink_to(base.weights_dir, target_is_directory=True)
+    settings = base.model_copy(update={"cache_dir": mine, "features_dir_override": None, **update})
+    env = tmp_path / "env"
+    monkeypatch.setenv("CATDOG_CACHE_DIR", str(env / "cache"))
+    monkeypatch.setenv("CATDOG_FEATURES_DIR", str(env / "features"))
+    monkeypatch.setenv("CATDOG_THREADS", "2")
+    monkeypatch.setenv("CATDOG_PRECISION", "int8")
+
+    def environment_read() -> Settings:
+        raise AssertionError("code given explicit settings read the environment's (catdog.settings.get_settings)")
+
+    monkeypatch.setattr(catdog.settings, "get_settings", environment_read)
+    return settings
+
+
+def record_session_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The intra-op thread count of every ONNX Runtime session feature extraction opens from now on."""
+    import catdog.ml.features
+
+    opened: list[int] = []
+    make_session = catdog.ml.features.make_session
+
+    def recording(path: Path, threads: int = 0, spin: bool = True) -> Any:
+        opened.append(threads)
+        return make_session(path, threads, spin)
+
+    monkeypatch.setattr(catdog.ml.features, "make_session", recording)
+    return opened

@@ -209,9 +209,10 @@ def served_model(lite0_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A copy of the tiny Lite0 model with its real evaluation (metrics.json), so /api/metrics answers 200."""
     from catdog.ml.artifacts import METRICS_JSON, write_json
     from catdog.ml.evaluate import evaluate_model
+    from catdog.settings import get_settings
 
     model = Path(shutil.copytree(lite0_model, tmp_path_factory.mktemp("loadtest-model") / "tiny_lite0"))
-    write_json(model / METRICS_JSON, evaluate_model(model, CATSDOGS, progress=False))
+    write_json(model / METRICS_JSON, evaluate_model(model, CATSDOGS, settings=get_settings(), progress=False))
     return model
 
 

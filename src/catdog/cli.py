@@ -33,10 +33,12 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
     from catdog.ml.backbones import create_backbone, list_backbones
     from catdog.ml.backbones.base import ensure_onnx
+    from catdog.settings import get_settings
 
+    weights_dir = get_settings().weights_dir
     names = args.backbone or list_backbones()
     for name in tqdm(names, desc="weights", unit="backbone"):
-        backbone = create_backbone(name)
+        backbone = create_backbone(name, weights_dir)
         manifest = backbone.prepare()
         ensure_onnx(backbone, backbone.spec.default_precision)
         tqdm.write(f"{name}: ready in {backbone.dir} (from {manifest['source']})")
@@ -56,7 +58,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from catdog.ml.features import AugmentRecipe
     from catdog.ml.head import HeadConfig
     from catdog.ml.train import TrainConfig, train
+    from catdog.settings import get_settings
 
+    settings = get_settings()
     config = TrainConfig(
         data=args.data,
         out=args.out,
@@ -69,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         finetune_last_block=args.finetune_last_block,
         augment=AugmentRecipe(seed=args.seed),
     )
-    result = train(config)
+    result = train(config, settings=settings)
     summary: dict[str, Any] = {
         "model_dir": str(result.model_dir),
         "best_epoch": result.best_epoch,
@@ -79,23 +83,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     test_dir = Path(args.data) / "test"
     if not args.no_eval and (test_dir / "cats").is_dir():
         metrics = evaluate_model(
-            result.model_dir, test_dir, plots_dir=result.model_dir / PLOTS_DIR, history=result.history
+            result.model_dir,
+            test_dir,
+            settings=settings,
+            plots_dir=result.model_dir / PLOTS_DIR,
+            history=result.history,
         )
         write_json(metrics_path(result.model_dir, metrics["model"]["precision"]), metrics)
         summary["test"] = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1", "log_loss", "n")}
     if not args.no_register:
-        summary["registered_version"] = _register_trained(config, result, metrics if "test" in summary else {})
+        summary["registered_version"] = _register_trained(
+            config, result, metrics if "test" in summary else {}, settings
+        )
     print(json.dumps(summary, indent=2))
     return 0
 
 
-def _register_trained(config: Any, result: Any, metrics: dict[str, Any]) -> int:
-    """An MLflow run for this training and a registered model version (no alias moves)."""
+def _register_trained(config: Any, result: Any, metrics: dict[str, Any], settings: Any) -> int:
+    """An MLflow run for this training and a registered model version (no alias moves); settings: a Settings."""
     from catdog.ml.artifacts import ModelConfig
     from catdog.registry import Registry, training_dataset
-    from catdog.settings import get_settings
 
-    registry = Registry(get_settings())
+    registry = Registry(settings)
     registry.bootstrap()  # the shipped models are versions 1 and 2 on a fresh registry
     dataset = training_dataset(ModelConfig.load(result.model_dir).data, "catdog-train")
     version = registry.log_training_run(
@@ -113,13 +122,19 @@ def _register_trained(config: Any, result: Any, metrics: dict[str, Any]) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from catdog.ml.artifacts import PLOTS_DIR, metrics_path, write_json
     from catdog.ml.evaluate import evaluate_model
+    from catdog.settings import get_settings
 
     model_dir = Path(args.model)
     if args.save and not args.force:
         _refuse_to_replace_another_evaluation(model_dir, Path(args.data))
     plots_dir = model_dir / PLOTS_DIR if args.save else None
     metrics = evaluate_model(
-        model_dir, Path(args.data), plots_dir=plots_dir, progress=not args.json, precision=args.precision
+        model_dir,
+        Path(args.data),
+        settings=get_settings(),
+        plots_dir=plots_dir,
+        progress=not args.json,
+        precision=args.precision,
     )
     ran = metrics["model"]["precision"]
     if args.save:
@@ -179,7 +194,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from catdog.ml.predictor import Predictor
     from catdog.settings import get_settings
 
-    predictor = Predictor(Path(args.model), precision=getattr(args, "precision", None) or get_settings().precision)
+    settings = get_settings()
+    precision = getattr(args, "precision", None) or settings.precision
+    predictor = Predictor(Path(args.model), precision=precision, cache_dir=settings.cache_dir)
     failed = 0
     for start in range(0, len(args.files), 64):  # bounded memory: 64 files' bytes at a time
         for name, result in _predict_each(predictor, args.files[start : start + 64]):
@@ -224,9 +241,11 @@ def _predict_each(predictor: Any, files: Sequence[str]) -> list[tuple[str, dict[
 
 def cmd_build(args: argparse.Namespace) -> int:
     from catdog.ml.export import build_graphs
+    from catdog.settings import get_settings
 
+    weights_dir = get_settings().weights_dir
     for model in args.models:
-        for graph in build_graphs(Path(model)):
+        for graph in build_graphs(Path(model), weights_dir):
             print(f"{graph.path}  ({graph.precision}, {graph.seconds:.1f} s)")
     return 0
 
@@ -251,8 +270,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_reference(args: argparse.Namespace) -> int:
     """Write MODEL/drift_reference.npz: the test split's P(dog) and training-image features (catdog.ml.drift)."""
     from catdog.ml.drift import DriftReference, build_reference
+    from catdog.settings import get_settings
 
-    path = build_reference(Path(args.model), Path(args.data), sample=args.sample, seed=args.seed)
+    path = build_reference(
+        Path(args.model), Path(args.data), settings=get_settings(), sample=args.sample, seed=args.seed
+    )
     reference = DriftReference.load(path)
     summary = {
         "reference": str(path),

@@ -24,10 +24,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from catdog import CLASS_NAMES
-from catdog.db.models import Upload, UploadSource, iso_z
+from catdog.db.models import Upload, UploadSource
 from catdog.errors import UsageProblem
 from catdog.ml.data import CLASS_DIRS, IMAGE_SUFFIXES, folder_stamp
 from catdog.ml.preprocessing import image_kind, open_image
+from catdog.timefmt import iso_utc_or_none
 
 # Format (by magic bytes) -> the suffix training reads; anything else is stored as a lossless PNG.
 SUFFIXES = {
@@ -45,11 +46,15 @@ BROWSER_SUFFIXES = {".jpg", ".png", ".gif", ".bmp", ".webp", ".avif"}  # what br
 
 
 class UnknownClass(UsageProblem):
-    """A class name other than the data set's folders (cats, dogs)."""
+    """A class name other than the data set's folders (cats, dogs); the API answers 400."""
+
+    status_code = 400
 
 
 class InTestSplit(UsageProblem):
-    """The photo is in the test split: training on it would make every evaluation dishonest."""
+    """The photo is in the test split: training on it would make every evaluation dishonest (409)."""
+
+    status_code = 409
 
     def __init__(self) -> None:
         super().__init__("this photo is in the test split; training on it would make the evaluation dishonest")
@@ -285,7 +290,7 @@ def upload_dict(row: Upload) -> dict[str, Any]:
         "width": row.width,
         "height": row.height,
         "source": row.source,
-        "created_at": iso_z(row.created_at),
+        "created_at": iso_utc_or_none(row.created_at),
         "url": f"/api/uploads/{row.sha256}/image",
         "predicted_class": row.predicted_class,  # the served model's class when it was uploaded
         "p_label": row.p_label,  # the served model's P(the class it was uploaded as)
@@ -293,7 +298,7 @@ def upload_dict(row: Upload) -> dict[str, Any]:
         "quarantined": bool(row.quarantined),  # True: the last label check left it out of training
         "quarantine_reason": row.quarantine_reason,
         "label_p": row.label_p,  # the last label check's out-of-sample P(its class)
-        "checked_at": iso_z(row.checked_at),
+        "checked_at": iso_utc_or_none(row.checked_at),
         "kept_by_admin": bool(row.kept_by_admin),
     }
 

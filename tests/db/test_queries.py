@@ -58,17 +58,22 @@ def known(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     return sessions
 
 
+def z(hour: int, minute: int, second: int = 0) -> str:
+    """The answer's form of at(hour, minute, second): ISO 8601 UTC with a Z, whole seconds."""
+    return f"2025-03-01T{hour:02d}:{minute:02d}:{second:02d}Z"
+
+
 def _minute(summary: Any, hour: int, minute: int) -> dict[str, Any]:
-    key = at(hour, minute).isoformat()
+    key = z(hour, minute)
     return next(row for row in summary["per_minute"] if row["minute"] == key)
 
 
 def test_monitoring_summary_on_known_rows(known: sessionmaker[Session]) -> None:
     with known() as session:
         summary = queries.monitoring_summary(session, NOW, minutes=5)
-    assert summary["window"] == {"start": at(12, 26).isoformat(), "end": NOW.isoformat(), "minutes": 5}
+    assert summary["window"] == {"start": z(12, 26), "end": z(12, 30, 30), "minutes": 5}
     assert (summary["total_predictions"], summary["window_predictions"]) == (8, 6)
-    assert [row["minute"] for row in summary["per_minute"]] == [at(12, m).isoformat() for m in range(26, 31)]
+    assert [row["minute"] for row in summary["per_minute"]] == [z(12, m) for m in range(26, 31)]
     assert [row["predictions"] for row in summary["per_minute"]] == [1, 0, 4, 0, 1]
     assert [row["requests"] for row in summary["per_minute"]] == [1, 0, 2, 0, 1]
     busy = _minute(summary, 12, 28)
@@ -99,7 +104,7 @@ def test_monitoring_summary_is_the_same_whatever_the_time_zone_of_now(known: ses
         in_utc = queries.monitoring_summary(session, NOW, minutes=5)
         in_kolkata = queries.monitoring_summary(session, NOW.astimezone(KOLKATA), minutes=5)
     assert in_kolkata == in_utc
-    assert in_utc["generated_at"].endswith("+00:00")
+    assert in_utc["generated_at"] == "2025-03-01T12:30:30Z"
 
 
 def test_latency_rows_are_bounded_and_the_counts_stay_exact(known: sessionmaker[Session]) -> None:
@@ -115,7 +120,7 @@ def test_monitoring_summary_on_an_empty_database(sessions: sessionmaker[Session]
         summary = queries.monitoring_summary(session, NOW, minutes=3)
     assert summary["per_minute"] == [
         {
-            "minute": at(12, m).isoformat(),
+            "minute": z(12, m),
             "predictions": 0,
             "requests": 0,
             "latency_p50_ms": None,
@@ -168,7 +173,7 @@ def test_retrain_summary(sessions: sessionmaker[Session]) -> None:
         assert queries.retrain_summary(session) == {
             "is_retraining": False,
             "total_retrains": 2,
-            "last_retrain": "2025-03-01T11:00:00+00:00",
+            "last_retrain": "2025-03-01T11:00:00Z",
         }
         session.add(RetrainJob(status="running", started_at=at(12, 5)))
         session.commit()
@@ -211,12 +216,12 @@ def test_drift_reports(sessions: sessionmaker[Session]) -> None:
             ),
             details={"reference": "test set", "bins": [0.1, 0.2]},
         )
-    assert first["created_at"] == "2025-03-01T09:00:00+00:00"
+    assert first["created_at"] == "2025-03-01T09:00:00Z"
     assert first["details"] == {} and first["domain_auc"] is None and first["feature_drift"] is None
     with sessions() as session:
         latest = queries.latest_drift_report(session)
         assert latest is not None
-        assert latest["model_version"] == "b" and latest["created_at"] == "2025-03-01T10:00:00+00:00"
+        assert latest["model_version"] == "b" and latest["created_at"] == "2025-03-01T10:00:00Z"
         assert (latest["domain_auc"], latest["domain_threshold"], latest["feature_drift"]) == (0.8, 0.7, True)
         assert latest["details"] == {"reference": "test set", "bins": [0.1, 0.2]}
         only_a = queries.latest_drift_report(session, "a")

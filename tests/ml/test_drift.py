@@ -28,6 +28,7 @@ from catdog.ml.drift import (
     reference_graphs,
     reference_sample,
 )
+from catdog.settings import get_settings
 
 from ..conftest import CATSDOGS, FIXTURES
 
@@ -245,7 +246,9 @@ def test_cli_reference_writes_the_file_and_refuses_bad_input(
 
 
 def test_reference_without_a_test_split_says_so(model_copy: Path) -> None:
-    reference = DriftReference.load(build_reference(model_copy, CATSDOGS / "train", progress=False))
+    reference = DriftReference.load(
+        build_reference(model_copy, CATSDOGS / "train", settings=get_settings(), progress=False)
+    )
     assert reference.p_dog_test is None and any("no test-split predictions" in n for n in reference.meta["notes"])
     report = compute_drift(reference, np.full(60, 0.5), reference.features_train["fp32"][:30].repeat(2, 0), "fp32")
     assert report.prediction["drift"] is None and "no test split" in report.prediction["reason"]
@@ -256,7 +259,7 @@ def _extract(model_dir: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarra
     from catdog.ml.features import FeatureExtractor
     from catdog.ml.preprocessing import LITE
 
-    extractor = FeatureExtractor(reference_graphs(model_dir)["fp32"], LITE)
+    extractor = FeatureExtractor(reference_graphs(model_dir, get_settings().weights_dir)["fp32"], LITE)
     features = np.concatenate([extractor(images[i : i + 16]) for i in range(0, len(images), 16)])
     return head_probabilities(model_dir, features), features
 
@@ -304,7 +307,7 @@ def test_drift_fires_on_shifted_photos_and_stays_quiet_on_unseen_ones(lite0_mode
             for path in [*(CATSDOGS / split / cls).glob("*.jpg"), *(DRIFT / split / cls).glob("*.jpg")]:
                 (data / split / cls).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, data / split / cls / path.name)
-    reference = DriftReference.load(build_reference(lite0_model, data, progress=False))
+    reference = DriftReference.load(build_reference(lite0_model, data, settings=get_settings(), progress=False))
     assert reference.features_train["fp32"].shape == (56, 1280)
     assert reference.p_dog_test is not None and len(reference.p_dog_test) == 40
 

@@ -7,6 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from catdog.ml.evaluate import compute_metrics, evaluate_model
+from catdog.settings import get_settings
 
 from ..conftest import CATSDOGS
 
@@ -49,6 +50,7 @@ def test_evaluate_model_writes_every_plot(lite0_model: Path, tmp_path: Path) -> 
     metrics = evaluate_model(
         lite0_model,
         CATSDOGS,
+        settings=get_settings(),
         plots_dir=tmp_path / "plots",
         history=[{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "train_accuracy": 0.8, "val_accuracy": 0.9}],
         progress=False,
@@ -76,8 +78,11 @@ def test_evaluation_on_cached_features_equals_the_served_graph(lite0_model: Path
     """The retrain job's evaluation (cached backbone features + the head graph) gives the served graph's figures."""
     from catdog.ml.evaluate import evaluate_on_features
 
-    served = evaluate_model(lite0_model, CATSDOGS, progress=False, precision="fp32")
-    cached, same = evaluate_on_features(lite0_model, CATSDOGS, compare_with=lite0_model, plots_dir=tmp_path / "plots")
+    settings = get_settings()
+    served = evaluate_model(lite0_model, CATSDOGS, settings=settings, progress=False, precision="fp32")
+    cached, same = evaluate_on_features(
+        lite0_model, CATSDOGS, settings=settings, compare_with=lite0_model, plots_dir=tmp_path / "plots"
+    )
     for key in ("accuracy", "precision", "recall", "f1", "n", "confusion_matrix"):
         assert cached[key] == served[key], key
     assert abs(cached["roc_auc"] - served["roc_auc"]) < 1e-9 and abs(cached["log_loss"] - served["log_loss"]) < 1e-4
@@ -95,7 +100,9 @@ def test_paired_predictions_of_several_heads_on_the_same_features(lite0_model: P
     other = Path(shutil.copytree(lite0_model, tmp_path / "other"))
     config = json.loads((other / "model_config.json").read_text())
     (other / "model_config.json").write_text(json.dumps(config | {"backbone": "vgg16"}))
-    paired = evaluate_with_heads(lite0_model, CATSDOGS, others={"same": lite0_model, "other": other})
+    paired = evaluate_with_heads(
+        lite0_model, CATSDOGS, settings=get_settings(), others={"same": lite0_model, "other": other}
+    )
     n = paired.metrics["n"]
     assert paired.labels.shape == (n,) and set(paired.predicted) == {"new", "same"}
     assert paired.predicted["new"].shape == (n,) and np.array_equal(paired.predicted["new"], paired.predicted["same"])

@@ -11,6 +11,7 @@ from onnx import TensorProto, helper
 
 from catdog.ml.export import build_graphs, build_model_dir, calibration_table, combine, head_graph
 from catdog.ml.head import Head, HeadConfig, head_arrays
+from catdog.settings import get_settings
 
 
 @pytest.mark.parametrize("l2_normalize", [False, True])
@@ -33,7 +34,7 @@ def test_rebuilding_gives_the_same_predictions(model_copy: Path) -> None:
     before = Predictor(model_copy).p_dog(x)
     (model_copy / "model.onnx").unlink()
     (model_copy / "pet_gate.onnx").unlink()
-    build_model_dir(model_copy)
+    build_model_dir(model_copy, get_settings().weights_dir)
     np.testing.assert_allclose(Predictor(model_copy).p_dog(x), before, atol=1e-6)
 
 
@@ -70,7 +71,7 @@ def test_vgg16_gets_an_int8_graph_with_the_same_outputs(tmp_path: Path) -> None:
     from ..conftest import FIXTURES
 
     model_dir = fake_vgg16_model(tmp_path / "vgg16")
-    built = build_graphs(model_dir)
+    built = build_graphs(model_dir, get_settings().weights_dir)
     assert [(g.precision, g.path.name) for g in built] == [("fp32", "model.onnx"), ("int8", "model_int8.onnx")]
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(built[1].path)).graph.node}
     images = np.stack([load_image(FIXTURES / "pets" / "chelsea.jpg"), load_image(FIXTURES / "nonpet" / "coffee.jpg")])
@@ -100,7 +101,7 @@ def test_the_model_dirs_own_calibration_table_wins(tmp_path: Path) -> None:
 
 def test_a_stale_int8_graph_is_removed_on_rebuild(model_copy: Path) -> None:
     (model_copy / "model_int8.onnx").write_bytes(b"stale")
-    assert [g.precision for g in build_graphs(model_copy)] == ["fp32"]
+    assert [g.precision for g in build_graphs(model_copy, get_settings().weights_dir)] == ["fp32"]
     assert not (model_copy / "model_int8.onnx").exists()
 
 

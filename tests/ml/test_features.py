@@ -7,6 +7,7 @@ import numpy as np
 from catdog.ml.backbones import create_backbone
 from catdog.ml.data import load_split
 from catdog.ml.features import AugmentRecipe, FeatureCache, FeatureExtractor, cache_for, extract_features
+from catdog.settings import get_settings
 
 from ..conftest import CATSDOGS
 
@@ -22,7 +23,7 @@ class CountingExtractor(FeatureExtractor):
 
 
 def _extractor() -> CountingExtractor:
-    backbone = create_backbone("efficientnet_lite0")
+    backbone = create_backbone("efficientnet_lite0", get_settings().weights_dir)
     backbone.prepare()
     return CountingExtractor(backbone.onnx_path("fp32"), backbone.spec.normalization)
 

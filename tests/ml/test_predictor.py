@@ -143,17 +143,23 @@ def test_version_names_the_trained_weights(model_copy: Path) -> None:
 def test_infer_gives_every_output_with_the_documented_shapes(lite0_model: Path) -> None:
     predictor = Predictor(lite0_model)
     decoded = [predictor.decode(p) for p in [FIXTURES / "pets" / "chelsea.jpg", FIXTURES / "nonpet" / "coffee.jpg"]]
+    assert all(gate is None for _, gate in decoded)  # the feature gate needs no images of its own
     images = np.stack([image for image, _ in decoded])
-    gates = np.stack([gate for _, gate in decoded if gate is not None])
     assert images.shape == (2, 224, 224, 3) and images.dtype == np.uint8
-    out = predictor.infer(images, gates)
+    out = predictor.infer(images, feature_map=True)
     assert out.p_dog.shape == (2,) and out.p_dog.dtype == np.float64
     assert out.features.shape == (2, 1280) and out.features.dtype == np.float32
+    assert out.feature_map is not None
     assert out.feature_map.shape == (2, 1280, 7, 7) and out.feature_map.dtype == np.float32
-    assert out.pet_score is not None and out.pet_score.shape == (2,)
+    assert out.pet_score is not None and out.pet_score.shape == (2,) and out.pet_score.dtype == np.float64
     np.testing.assert_allclose(out.features, out.feature_map.mean(axis=(2, 3)), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out.p_dog, predictor.p_dog(images), atol=1e-6)
-    assert predictor.infer(images).pet_score is None
+    plain = predictor.infer(images)  # the serving path: no feature map unless an explanation is asked for
+    assert plain.feature_map is None
+    np.testing.assert_allclose(plain.pet_score, out.pet_score)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="feature map"):
+        predictor.cams(plain)
+    assert predictor.cams(out).shape == (2, 7, 7)
     cat = predictor.prediction("chelsea.jpg", float(out.p_dog[0]), float(out.pet_score[0]))
     (expected,) = predictor.predict([FIXTURES / "pets" / "chelsea.jpg"], names=["chelsea.jpg"])
     assert cat == expected

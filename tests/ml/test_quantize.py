@@ -8,12 +8,13 @@ import onnxruntime as ort
 from catdog.ml.backbones import create_backbone
 from catdog.ml.backbones.base import ensure_onnx, packaged_calibration_table
 from catdog.ml.preprocessing import CAFFE_BGR, load_image
+from catdog.settings import get_settings
 
 from ..conftest import CATSDOGS
 
 
 def test_int8_vgg16_features_match_fp32() -> None:
-    backbone = create_backbone("vgg16")
+    backbone = create_backbone("vgg16", get_settings().weights_dir)
     int8 = ensure_onnx(backbone, "int8", packaged_calibration_table("vgg16"))
     assert int8.name.startswith("features_int8_")
     paths = sorted((CATSDOGS / "test" / "cats").iterdir())[:2] + sorted((CATSDOGS / "test" / "dogs").iterdir())[:2]

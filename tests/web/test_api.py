@@ -21,6 +21,7 @@ from PIL import Image
 
 from catdog.ml.predictor import Predictor
 from catdog.web.app import create_app
+from catdog.web.state import app_state
 
 from ..conftest import CATSDOGS, FIXTURES
 from .conftest import encode, make_settings, wait_ready
@@ -122,6 +123,25 @@ def test_explain_returns_a_heat_map_inline_and_by_id(app_client: TestClient) -> 
         time.sleep(0.05)
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(response.content)).format == "PNG"
+
+
+def test_an_answer_without_explain_carries_no_map_yet_can_be_explained_later(app_client: TestClient) -> None:
+    service = app_state(app_client.app).service  # type: ignore[arg-type]
+    body = post(app_client, (FIXTURES / "pets" / "chelsea.jpg").read_bytes()).json()
+    assert "explanation" not in body
+    kept = None
+    deadline = time.time() + 5
+    while kept is None and time.time() < deadline:  # the input is kept off the request path
+        kept = service.explanations.load(body["prediction_id"])
+        time.sleep(0.05)
+    assert kept is not None and kept.cam is None  # the raw input only: no map was drawn for it
+    assert kept.image.shape == (224, 224, 3) and kept.model_version == body["model_version"]
+    response = app_client.get(body["explanation_url"])  # drawn now, by the model that answered
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    inline = post(app_client, (FIXTURES / "pets" / "chelsea.jpg").read_bytes(), explain="true").json()
+    assert inline["cached"] is True  # the same photo: answered from the cache, the map drawn from the kept input
+    on_demand = base64.b64decode(inline["explanation"].split(",", 1)[1])
+    assert Image.open(io.BytesIO(on_demand)).size == Image.open(io.BytesIO(response.content)).size
 
 
 @pytest.mark.parametrize("prediction_id", ["0" * 32, "not-an-id", "..%2F..%2Fetc%2Fpasswd"])
@@ -235,7 +255,7 @@ def test_file_names_never_become_paths(app_client: TestClient, tmp_path: Path) -
 def test_an_unexpected_error_is_a_json_500_not_plain_text(
     app_client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service = app_client.app.state.service  # type: ignore[attr-defined]
+    service = app_state(app_client.app).service  # type: ignore[arg-type]
 
     async def broken(*args: object, **kwargs: object) -> dict[str, object]:
         raise RuntimeError("boom")
@@ -254,15 +274,14 @@ def test_past_the_queue_bound_the_answer_is_503_with_retry_after(lite0_model: Pa
     )
     with TestClient(create_app(settings, lite0_model, configure_logs=False)) as client:
         wait_ready(client)
-        service = client.app.state.service  # type: ignore[attr-defined]
+        service = app_state(client.app).service  # type: ignore[arg-type]
         hold = threading.Event()
-        original = service._run_batch
+        original = service.batcher.run_batch
 
         def held(jobs):  # type: ignore[no-untyped-def]
             hold.wait(30)
             return original(jobs)
 
-        service._run_batch = held
         service.batcher.run_batch = held
         answers: list[int] = []
         threads = [

@@ -27,6 +27,7 @@ from catdog.web.deps import INT64_MAX, AdminDep
 from catdog.web.logs import _RequestIdFilter
 from catdog.web.middleware import CONTENT_SECURITY_POLICY, route_table
 from catdog.web.routes.status import model_source
+from catdog.web.state import app_state
 
 from ..conftest import CATSDOGS
 from .conftest import make_settings
@@ -37,7 +38,7 @@ NOT_DIGITS = ("1.0", "+2", "2_0", "-1", " 1", "1e3", "0x10", "٣")  # the last: 
 
 
 def admin(client: TestClient) -> dict[str, str]:
-    return {"Authorization": f"Bearer {client.app.state.admin_token}"}  # type: ignore[attr-defined]
+    return {"Authorization": f"Bearer {app_state(client.app).admin_token}"}  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from catdog.db.models import Feedback
 from catdog.settings import Settings
 from catdog.web.app import create_app
 from catdog.web.ratelimit import RateLimit, feedback_limit
+from catdog.web.state import app_state
 
 from ..conftest import CATSDOGS
 from .conftest import make_settings, wait_ready
@@ -60,7 +61,9 @@ def versions(client: TestClient) -> list[dict[str, Any]]:
 
 
 def clients_of(app: FastAPI) -> list[str | None]:
-    with app.state.sessions() as session:
+    sessions = app_state(app).sessions
+    assert sessions is not None
+    with sessions() as session:
         return list(session.scalars(select(Feedback.client).order_by(Feedback.created_at)))
 
 

@@ -16,6 +16,7 @@ from PIL.PngImagePlugin import PngInfo
 from catdog.jobs.queue import make_queue
 from catdog.settings import Settings, get_settings
 from catdog.web.app import create_app
+from catdog.web.state import app_state
 
 from ..conftest import CATSDOGS
 from .conftest import wait_ready
@@ -202,11 +203,12 @@ def test_a_retrain_through_the_api_registers_a_version_and_serving_switches(
 def test_retrain_refuses_too_little_data_and_cancel_works(
     platform: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings: Settings = platform.app.state.settings  # type: ignore[attr-defined]
-    platform.app.state.settings = settings.model_copy(update={"retrain_min_per_class": 1000})  # type: ignore[attr-defined]
+    state = app_state(platform.app)  # type: ignore[arg-type]
+    settings: Settings = state.settings
+    state.settings = settings.model_copy(update={"retrain_min_per_class": 1000})
     refused = platform.post("/api/retrain", headers=ADMIN)
     assert refused.status_code == 400 and "at least 1000 per class" in refused.json()["detail"]
-    platform.app.state.settings = settings  # type: ignore[attr-defined]
+    state.settings = settings
     job = platform.post("/api/retrain", headers=ADMIN).json()["job_id"]
     cancelled = platform.post(f"/api/retrain/{job}/cancel", headers=ADMIN)
     assert cancelled.status_code == 200 and cancelled.json()["cancel_requested"] is True
@@ -259,7 +261,7 @@ def test_everything_is_there_after_a_restart(platform: TestClient, tmp_path: Pat
     _wait_job(platform)
     answer = platform.post("/api/predict", files=_files(_photos("test", "dogs", 1), "file")).json()
     platform.post("/api/feedback", json={"prediction_id": answer["prediction_id"], "correct_label": "dog"})
-    settings = platform.app.state.settings  # type: ignore[attr-defined]
+    settings = app_state(platform.app).settings  # type: ignore[arg-type]
     with TestClient(create_app(settings, configure_logs=False)) as again:
         wait_ready(again)
         assert again.get("/api/uploads").json()["total"] == 1

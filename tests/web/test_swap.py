@@ -18,10 +18,11 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from catdog.ml.predictor import model_version
-from catdog.web import service as service_module
+from catdog.web import model_control as control_module
 from catdog.web.app import create_app
 from catdog.web.model_source import PinnedSource, RegistrySource, ServedModel
 from catdog.web.service import ModelService
+from catdog.web.state import app_state
 
 from ..conftest import CATSDOGS
 from .conftest import make_settings, wait_ready
@@ -72,14 +73,15 @@ def serving(source: FakeSource, state: Path, **overrides: Any) -> Iterator[TestC
     """The app serving what `source` says, polling it every 0.1 s, ready to answer."""
     settings = make_settings(state, registry_poll_seconds=0.1, **overrides)
     app = create_app(settings, source.answer["production"].model_dir, configure_logs=False)
-    app.state.model_source = source  # what serves, instead of the directory alone
+    app_state(app).model_source = source  # what serves, instead of the directory alone
     with TestClient(app) as client:
         wait_ready(client)
         yield client
 
 
 def service_of(client: TestClient) -> ModelService:
-    service: ModelService = client.app.state.service  # type: ignore[attr-defined]
+    service = app_state(client.app).service  # type: ignore[arg-type]
+    assert service is not None
     return service
 
 
@@ -226,13 +228,13 @@ def test_a_model_that_fails_to_load_is_never_served_and_not_retried_at_once(
 ) -> None:
     source = FakeSource(production=(1, versions.v1))
     loads: list[Path] = []
-    real = service_module.Predictor
+    real = control_module.Predictor
 
     def counting(model_dir: Path, **options: Any) -> Any:
         loads.append(Path(model_dir))
         return real(model_dir, **options)
 
-    monkeypatch.setattr(service_module, "Predictor", counting)
+    monkeypatch.setattr(control_module, "Predictor", counting)
     with serving(source, tmp_path / "state") as client:
         service = service_of(client)
         source.set(production=(3, versions.broken))
@@ -252,7 +254,7 @@ def test_a_failed_start_serves_once_the_source_names_a_good_model(versions: Vers
     source = FakeSource(production=(1, versions.broken))
     settings = make_settings(tmp_path / "state", registry_poll_seconds=0.1)
     app = create_app(settings, versions.broken, configure_logs=False)
-    app.state.model_source = source
+    app_state(app).model_source = source
     with TestClient(app) as client:
         wait_for(lambda: client.get("/ready").json()["phase"] == "failed")
         assert post(client, distinct(4)).status_code == 503

@@ -15,23 +15,29 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, distinct, func, literal, select
 from sqlalchemy.orm import Session
 
-from catdog.db.models import Feedback, Prediction, iso_z
+from catdog.db.models import Feedback, Prediction
+from catdog.errors import Conflict, NotFound
+from catdog.timefmt import iso_utc_or_none
 
 
-class AlreadyGiven(Exception):
-    """The prediction already has feedback (one verdict per prediction keeps live accuracy honest)."""
+class AlreadyGiven(Conflict):
+    """The prediction already has feedback (one verdict per prediction keeps live accuracy honest; 409)."""
+
+
+class UnknownPrediction(NotFound):
+    """The database has no prediction with this id (yet: records are written in batches); 404, a KeyError."""
 
 
 def add_feedback(session: Session, prediction_id: str, correct_label: str, client: str | None = None) -> Feedback:
     """Record the right label for a prediction, with the picture it judged and who sent it.
 
     client: the sender's address (proxy-aware, catdog.web.ratelimit.client_address), cut to 64
-    characters; None when unknown. Raises KeyError when the prediction is unknown, AlreadyGiven
+    characters; None when unknown. Raises UnknownPrediction (a KeyError) when the prediction is unknown, AlreadyGiven
     when it already has feedback.
     """
     prediction = session.get(Prediction, prediction_id)
     if prediction is None:
-        raise KeyError(prediction_id)
+        raise UnknownPrediction(f"no prediction {prediction_id!r}")
     if session.scalar(select(Feedback.id).where(Feedback.prediction_id == prediction_id).limit(1)) is not None:
         raise AlreadyGiven(f"prediction {prediction_id} already has feedback")
     row = Feedback(
@@ -81,7 +87,7 @@ def feedback_dict(row: Feedback) -> dict[str, Any]:
         "correct_label": row.correct_label,
         "correct": row.predicted_class == row.correct_label,
         "added_to_training": row.upload_sha256,
-        "created_at": iso_z(row.created_at),
+        "created_at": iso_utc_or_none(row.created_at),
     }
 
 

@@ -20,25 +20,30 @@ from catdog.db.models import (
     FINISHED_RETRAIN_STATUSES,
     RetrainJob,
     RetrainStatus,
-    iso_z,
     utcnow,
 )
+from catdog.errors import Conflict, NotFound
+from catdog.timefmt import iso_utc_or_none
 
 
-class JobConflict(Exception):
-    """A retraining job is already queued or running."""
+class JobConflict(Conflict):
+    """A retraining job is already queued or running (the API answers 409)."""
 
     def __init__(self, active_id: str | None) -> None:
         super().__init__(f"a retraining job is already running (job {active_id}); wait for it or cancel it")
         self.active_id = active_id
 
 
-class JobFinished(Exception):
-    """The job has already finished; it cannot be cancelled."""
+class JobFinished(Conflict):
+    """The job has already finished; it cannot be cancelled (the API answers 409)."""
 
 
-class TooLateToCancel(Exception):
-    """The job is registering its version: past that point it completes."""
+class TooLateToCancel(Conflict):
+    """The job is registering its version: past that point it completes (the API answers 409)."""
+
+
+class UnknownJob(NotFound):
+    """No job with this id (the API answers 404); a KeyError."""
 
 
 IRREVOCABLE_PHASES = ("registering",)  # a job in these phases completes; a cancel is refused
@@ -116,11 +121,11 @@ def report_progress(
 def request_cancel(session: Session, job_id: str) -> RetrainJob:
     """A queued job is cancelled at once; a running one is flagged and stops at its next check.
 
-    Raises KeyError for an unknown id, JobFinished for a finished job, TooLateToCancel once it registers.
+    Raises UnknownJob (a KeyError) for an unknown id, JobFinished for a finished job, TooLateToCancel once it registers.
     """
     job = get_job(session, job_id)
     if job is None:
-        raise KeyError(job_id)
+        raise UnknownJob(f"no job {job_id!r}")
     if job.status not in ACTIVE_RETRAIN_STATUSES:
         raise JobFinished(f"job {job_id} has already ended ({job.status})")
     if job.phase in IRREVOCABLE_PHASES:
@@ -230,10 +235,10 @@ def job_dict(job: RetrainJob | None) -> dict[str, Any]:
         "params": job.params,
         "worker": job.worker,
         "cancel_requested": bool(job.cancel_requested),
-        "created_at": iso_z(job.created_at),
-        "started_at": iso_z(job.started_at),
-        "finished_at": iso_z(job.finished_at),
-        "heartbeat_at": iso_z(job.heartbeat_at),
+        "created_at": iso_utc_or_none(job.created_at),
+        "started_at": iso_utc_or_none(job.started_at),
+        "finished_at": iso_utc_or_none(job.finished_at),
+        "heartbeat_at": iso_utc_or_none(job.heartbeat_at),
     }
 
 

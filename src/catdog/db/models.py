@@ -29,11 +29,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def iso_z(moment: datetime | None) -> str | None:
-    """A UTC datetime as ISO 8601 with a Z ("2026-11-29T15:00:42.123456Z"), None as None."""
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
 def new_id() -> str:
     """A fresh primary key: a uuid4 as 32 hex digits."""
     return uuid.uuid4().hex

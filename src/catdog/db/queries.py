@@ -1,7 +1,7 @@
 """Read and write helpers over a Session: counters for /api/status, the monitoring summary, drift reports.
 
-Every result is JSON-ready (times as ISO 8601 strings in UTC). Percentiles are computed in Python
-on a bounded number of rows, the same way on SQLite and PostgreSQL.
+Every result is JSON-ready (times as ISO 8601 UTC strings with a Z, catdog.timefmt). Percentiles
+are computed in Python on a bounded number of rows, the same way on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from catdog import CLASS_NAMES
 from catdog.db.models import ACTIVE_RETRAIN_STATUSES, DriftReport, Prediction, RetrainJob, RetrainStatus
 from catdog.db.writer import ENDPOINTS
+from catdog.timefmt import iso_utc, iso_utc_or_none
 
 # Confidence (probability of the predicted class) is in [0.5, 1]: 10 bins of 0.05.
 CONFIDENCE_EDGES: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))
@@ -27,11 +28,11 @@ LATENCY_ROWS = 50_000  # most rows read for latency percentiles in one summary
 class RetrainSummary(TypedDict):
     is_retraining: bool  # a job is queued or running
     total_retrains: int  # jobs that succeeded
-    last_retrain: str | None  # when the last successful job finished, ISO 8601 UTC
+    last_retrain: str | None  # when the last successful job finished, ISO 8601 UTC ("...Z")
 
 
 class MinuteStats(TypedDict):
-    minute: str  # start of the minute, ISO 8601 UTC
+    minute: str  # start of the minute, ISO 8601 UTC ("...Z")
     predictions: int  # images predicted
     requests: int  # distinct request ids (a prediction without one counts alone)
     latency_p50_ms: float | None
@@ -97,7 +98,7 @@ def retrain_summary(session: Session) -> RetrainSummary:
     active = session.scalar(select(exists().where(RetrainJob.status.in_(ACTIVE_RETRAIN_STATUSES))))
     succeeded = RetrainJob.status == RetrainStatus.SUCCEEDED.value
     total, last = session.execute(select(func.count(), func.max(RetrainJob.finished_at)).where(succeeded)).one()
-    return {"is_retraining": bool(active), "total_retrains": int(total), "last_retrain": _iso(last)}
+    return {"is_retraining": bool(active), "total_retrains": int(total), "last_retrain": iso_utc_or_none(last)}
 
 
 # --- monitoring ------------------------------------------------------------------------------------
@@ -122,8 +123,8 @@ def monitoring_summary(
     latencies, truncated = _latencies(session, window, minute, latency_rows)
     groups = _group_stats(_grouped_counts(session, window))
     return {
-        "generated_at": end.isoformat(),
-        "window": {"start": start.isoformat(), "end": end.isoformat(), "minutes": minutes},
+        "generated_at": iso_utc(end),
+        "window": {"start": iso_utc(start), "end": iso_utc(end), "minutes": minutes},
         "total_predictions": count_predictions(session),
         "window_predictions": sum(n for n, _ in counts.values()),
         "per_minute": _minute_rows(start, minutes, counts, latencies),
@@ -172,12 +173,12 @@ def _minute_rows(
     rows: list[MinuteStats] = []
     for index in range(minutes):
         moment = start + timedelta(minutes=index)
-        key = moment.strftime("%Y-%m-%d %H:%M")
+        key = moment.strftime("%Y-%m-%d %H:%M")  # the database's grouping key (_minute_text), never answered
         values = sorted(by_minute.get(key, []))
         predictions, requests = counts.get(key, (0, 0))
         rows.append(
             {
-                "minute": moment.isoformat(),
+                "minute": iso_utc(moment),
                 "predictions": predictions,
                 "requests": requests,
                 "latency_p50_ms": _ms(percentile(values, 50)),
@@ -329,10 +330,10 @@ def latest_drift_report(session: Session, model_version: str | None = None) -> d
 
 
 def _drift_dict(report: DriftReport) -> dict[str, Any]:
-    """The report's columns, JSON-ready (created_at as ISO 8601 UTC)."""
+    """The report's columns, JSON-ready (created_at as ISO 8601 UTC, "...Z")."""
     return {
         "id": report.id,
-        "created_at": report.created_at.astimezone(UTC).isoformat(),
+        "created_at": iso_utc(report.created_at),
         "model_version": report.model_version,
         "window_size": report.window_size,
         "ks_statistic": report.ks_statistic,
@@ -344,7 +345,3 @@ def _drift_dict(report: DriftReport) -> dict[str, Any]:
         "feature_drift": report.feature_drift,
         "details": dict(report.details),
     }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat()

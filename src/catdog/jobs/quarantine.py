@@ -54,19 +54,31 @@ class CheckedUploads:
 
 
 def plain_features(
-    samples: Sequence[Sample], backbone: str, precision: str, on_batch: Callable[[int, int], None] | None = None
+    samples: Sequence[Sample],
+    backbone: str,
+    precision: str,
+    on_batch: Callable[[int, int], None] | None = None,
+    *,
+    settings: Settings,
 ) -> np.ndarray:
     """(N, C) float32 plain-view pooled features through the graph training picks (catdog.ml.train.training_graph).
 
     Read from the feature cache (keyed by content and graph) where present; the rest are computed
-    and cached. precision: "auto", "fp32" or "int8", as training resolves it.
+    and cached. precision: "auto", "fp32" or "int8", as training resolves it. settings: the
+    weights, feature cache and int8 timing folders and the threads, as training uses them.
     """
     from catdog.ml.features import pooled_features
     from catdog.ml.train import training_graph
 
-    graph = training_graph(backbone, precision)
+    graph = training_graph(backbone, precision, settings=settings)
     features, _ = pooled_features(
-        graph.backbone.spec.name, graph.path, graph.backbone.spec.normalization, samples, on_batch=on_batch
+        graph.backbone.spec.name,
+        graph.path,
+        graph.backbone.spec.normalization,
+        samples,
+        features_dir=settings.features_dir,
+        threads=settings.threads,
+        on_batch=on_batch,
     )
     return features
 
@@ -104,7 +116,11 @@ def check_uploads(
         return CheckedUploads(folder, off | {"base_issues": None, "reason": "CATDOG_LABEL_CHECK is off"})
 
     features = plain_features(
-        samples, config.backbone, config.precision or settings.precision, lambda d, t: report("extracting", d, t)
+        samples,
+        config.backbone,
+        config.precision or settings.precision,
+        lambda d, t: report("extracting", d, t),
+        settings=settings,
     )
     labels = np.array([s.label for s in samples], dtype=np.int64)
     check = check_labels(

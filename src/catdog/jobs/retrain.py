@@ -47,7 +47,9 @@ class JobCancelled(Exception):
 
 
 class NotEnoughData(UsageProblem):
-    """The base training set is missing, or a class has fewer images than a retrain needs."""
+    """The base training set is missing, or a class has fewer images than a retrain needs (the API answers 400)."""
+
+    status_code = 400
 
 
 def check_training_data(settings: Settings) -> dict[str, dict[str, int]]:
@@ -293,7 +295,7 @@ def retrain(
     # labels checked before they train: likely-mislabelled uploads wait in quarantine (catdog.jobs.quarantine)
     checked = check_uploads(settings, sessions, config, workdir, progress)
     config.extra_data = [str(checked.folder)]  # the checked uploads an admin did not see quarantined
-    trained = train(config, progress=False, on_progress=progress)
+    trained = train(config, progress=False, on_progress=progress, settings=settings)
 
     progress("evaluating", 0, 1)
     reference = registry.reference()
@@ -306,6 +308,7 @@ def retrain(
     evaluation = evaluate_with_heads(
         model_dir,
         settings.data_dir,
+        settings=settings,
         others=heads,
         plots_dir=model_dir / PLOTS_DIR,
         history=trained.history,

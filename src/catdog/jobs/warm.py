@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from catdog.ml.data import Sample, folder_stamp
 from catdog.ml.features import AugmentRecipe
 from catdog.settings import Settings
+from catdog.timefmt import iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def read_status(settings: Settings) -> dict[str, Any]:
 def write_status(settings: Settings, **fields: Any) -> None:
     """Replace the status file atomically (a reader never sees half a file); a failed write is logged."""
     path = status_path(settings)
-    fields["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    fields["updated_at"] = iso_utc()
     part = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,7 @@ def make_plan(settings: Settings, production: Any | None) -> WarmPlan | str:
         test = load_split(resolve_split(settings.data_dir, "test")).samples
     except DataError as exc:
         return f"no data set to warm: {exc}"
-    graph = training_graph(backbone, config.precision or settings.precision)
+    graph = training_graph(backbone, config.precision or settings.precision, settings=settings)
     # what a retrain reads: training views and the test split through the training graph (training,
     # the label check, the evaluation), and the drift reference's training sample through every
     # graph the new model serves with (catdog.ml.drift.build_reference: fp32, and int8 with a table)
@@ -255,7 +256,7 @@ class FeatureWarmer(threading.Thread):
 
     def warm(self, plan: WarmPlan) -> bool:
         """Extract what the plan lacks, step by step; True when nothing is left, False when interrupted."""
-        from catdog.ml.backbones import create_backbone
+        from catdog.ml.backbones import backbone_spec
         from catdog.ml.features import FeatureExtractor, cache_for, cache_keys, extract_features
 
         head = {"backbone": plan.backbone, "precision": plan.precision, "version": plan.version}
@@ -264,7 +265,7 @@ class FeatureWarmer(threading.Thread):
         if not steps:
             write_status(self.settings, state="ready", done=plan.done, total=plan.total, **head)
             return True
-        normalization = create_backbone(plan.backbone).spec.normalization
+        normalization = backbone_spec(plan.backbone).normalization
         extractors: dict[Path, Any] = {}
         caches: dict[Path, Any] = {}
         done, started, passes = plan.done, time.monotonic(), 0

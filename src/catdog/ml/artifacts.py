@@ -8,7 +8,8 @@ MODEL_DIR/
                       a calibration table applies (the directory's own calibration.json, else
                       the backbone's packaged one), never for a fine-tuned last block.
                       Which of the two runs: catdog.ml.precision.resolve_precision
-  pet_gate.onnx       [built] EfficientNet-Lite0 ImageNet head: image -> P(cat or dog at all)
+  pet_gate.onnx       [built] EfficientNet-Lite0 ImageNet head: image -> P(cat or dog at all) (the
+                      older pet gate, for directories whose config names it; see catdog.ml.pet_ood)
   head.npz            the trained head: linear{i}.weight (out, in), linear{i}.bias (committed)
   calibration.json    int8 activation ranges, when the head was trained on int8 features
   last_block.npz      the fine-tuned last backbone block (--finetune-last-block models only)
@@ -54,6 +55,13 @@ HISTORY_JSON = "history.json"
 PLOTS_DIR = "plots"
 
 
+def default_pet_gate() -> dict[str, Any]:
+    """model_config.json's "pet_gate" for new models (catdog.ml.pet_ood: method, k, threshold)."""
+    from catdog.ml.pet_ood import DEFAULT_K, DEFAULT_THRESHOLD, METHOD
+
+    return {"method": METHOD, "k": DEFAULT_K, "threshold": DEFAULT_THRESHOLD}
+
+
 class ModelDirError(UsageProblem):
     """The folder is not a usable catdog model directory."""
 
@@ -66,7 +74,9 @@ class ModelConfig:
     head: dict[str, Any]
     threshold: float = 0.5
     class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
-    pet_gate: dict[str, Any] = field(default_factory=lambda: {"file": PET_GATE_ONNX, "threshold": 0.05})
+    # the pet gate: the features' k-NN out-of-distribution score (catdog.ml.pet_ood); directories
+    # written before it say {"file": "pet_gate.onnx", "threshold": 0.05} (the ImageNet-head graph)
+    pet_gate: dict[str, Any] = field(default_factory=default_pet_gate)
     training: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)

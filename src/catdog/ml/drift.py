@@ -50,9 +50,11 @@ from sklearn.preprocessing import StandardScaler
 
 from catdog.errors import UsageProblem
 from catdog.ml.artifacts import DRIFT_REFERENCE_NPZ
+from catdog.timefmt import iso_utc
 
 if TYPE_CHECKING:
     from catdog.ml.data import Split
+    from catdog.settings import Settings
 
 REFERENCE_FORMAT = 1
 REFERENCE_SAMPLE = 512  # training images whose features are the feature-drift reference
@@ -448,7 +450,7 @@ def compute_drift(
         precision=precision,
         min_samples=min_samples,
         seconds=round(time.perf_counter() - started, 4),
-        computed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        computed_at=iso_utc(),
         summary=_overall_summary(drift, prediction, feature),
     )
 
@@ -524,12 +526,13 @@ def head_probabilities(model_dir: Path, features: np.ndarray) -> np.ndarray:
     return np.asarray(session.run(None, {"features": np.asarray(features, np.float32)})[0], np.float32)
 
 
-def reference_graphs(model_dir: Path) -> dict[str, Path]:
+def reference_graphs(model_dir: Path, weights_dir: Path) -> dict[str, Path]:
     """precision -> the pooled-feature ONNX graph the model's served graph of that precision contains.
 
     fp32 always (the model's own fine-tuned graph when it has last_block.npz); int8 when a range
     table applies (the directory's calibration.json, else the backbone's packaged table) and the
-    model has no fine-tuned block. Builds missing backbone graphs (needs the training extras).
+    model has no fine-tuned block. Builds missing backbone graphs (needs the training extras) in
+    weights_dir, the backbones' weights folder (settings.weights_dir).
     """
     from catdog.ml.artifacts import LAST_BLOCK_NPZ, ModelConfig
     from catdog.ml.backbones import create_backbone
@@ -538,7 +541,7 @@ def reference_graphs(model_dir: Path) -> dict[str, Path]:
 
     model_dir = Path(model_dir)
     config = ModelConfig.load(model_dir)
-    backbone = create_backbone(config.backbone)
+    backbone = create_backbone(config.backbone, weights_dir)
     if (model_dir / LAST_BLOCK_NPZ).is_file():
         from catdog.ml.export import finetuned_backbone_graph
 
@@ -556,6 +559,7 @@ def build_reference(
     model_dir: Path,
     data_dir: Path,
     *,
+    settings: Settings,
     sample: int = REFERENCE_SAMPLE,
     seed: int = REFERENCE_SEED,
     progress: bool = True,
@@ -571,6 +575,8 @@ def build_reference(
     set, ModelDirError for a folder that is not a model, and WeightsUnavailable (a CatdogError)
     when a backbone's weights cannot be obtained. train_split: DATA's training split when the
     caller has already loaded it (training does), which saves hashing every file again.
+    settings: where the backbone weights and the feature cache are and how many threads run
+    (weights_dir, features_dir, threads); nothing is read from the environment.
     """
     import catdog
     from catdog.ml.artifacts import ModelConfig
@@ -585,12 +591,18 @@ def build_reference(
         raise DataError(f"{train.root} holds no readable images")
     chosen = reference_sample(unique, sample, seed)
     normalization = Normalization.from_dict(config.normalization)
-    graphs = reference_graphs(model_dir)
+    graphs = reference_graphs(model_dir, settings.weights_dir)
     features: dict[str, np.ndarray] = {}
     digests: dict[str, str] = {}
     for precision, graph in graphs.items():
         features[precision], digests[precision] = _pooled(
-            config.backbone, graph, normalization, chosen, progress, f"drift reference: {precision} train sample"
+            config.backbone,
+            graph,
+            normalization,
+            chosen,
+            settings,
+            progress,
+            f"drift reference: {precision} train sample",
         )
     meta: dict[str, Any] = {
         "format": REFERENCE_FORMAT,
@@ -609,7 +621,7 @@ def build_reference(
         "test": None,
         "notes": [],
         "catdog_version": catdog.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": iso_utc(),
     }
     if config.data.get("fingerprint") not in (None, meta["train"]["fingerprint"]):
         meta["notes"].append("the training data differs from the data the model was trained on")
@@ -619,7 +631,13 @@ def build_reference(
         test = load_split(test_dir)
         precision = config.precision if config.precision in graphs else "fp32"
         test_features, _ = _pooled(
-            config.backbone, graphs[precision], normalization, test.samples, progress, "drift reference: test split"
+            config.backbone,
+            graphs[precision],
+            normalization,
+            test.samples,
+            settings,
+            progress,
+            "drift reference: test split",
         )
         p_dog = head_probabilities(model_dir, test_features)
         meta["test"] = {
@@ -634,9 +652,24 @@ def build_reference(
 
 
 def _pooled(
-    backbone: str, graph: Path, normalization: Any, samples: Sequence[Any], progress: bool, desc: str
+    backbone: str,
+    graph: Path,
+    normalization: Any,
+    samples: Sequence[Any],
+    settings: Settings,
+    progress: bool,
+    desc: str,
 ) -> tuple[np.ndarray, str]:
     """((N, C) float32 pooled features of the samples' plain view, the graph's digest), through the cache."""
     from catdog.ml.features import pooled_features
 
-    return pooled_features(backbone, graph, normalization, samples, progress=progress, desc=desc)
+    return pooled_features(
+        backbone,
+        graph,
+        normalization,
+        samples,
+        features_dir=settings.features_dir,
+        threads=settings.threads,
+        progress=progress,
+        desc=desc,
+    )

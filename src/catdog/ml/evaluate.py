@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn import metrics as skm
@@ -13,7 +13,9 @@ from sklearn import metrics as skm
 from catdog import CLASS_NAMES
 from catdog.ml.data import DataError, Split, load_split, resolve_split
 from catdog.ml.predictor import Predictor
-from catdog.settings import get_settings
+
+if TYPE_CHECKING:
+    from catdog.settings import Settings
 
 # log loss clips probabilities away from 0 and 1 so one confident mistake cannot make it infinite
 EPS = 1e-7
@@ -54,6 +56,7 @@ def evaluate_on_features(
     model_dir: Path,
     data_dir: Path,
     *,
+    settings: Settings,
     plots_dir: Path | None = None,
     history: list[dict[str, Any]] | None = None,
     progress: bool = False,
@@ -70,11 +73,19 @@ def evaluate_on_features(
     heads on the graph this machine runs, whatever precision each head was trained with); None is
     returned for it when its backbone differs. Raises DataError when DIR
     has no readable test images. evaluate_with_heads does the same for several heads and keeps
-    every head's per-image predictions.
+    every head's per-image predictions. settings: where the backbone weights and the feature
+    cache are and how many threads run (weights_dir, features_dir, threads).
     """
     others = {"other": Path(compare_with)} if compare_with is not None else {}
     paired = evaluate_with_heads(
-        model_dir, data_dir, others=others, plots_dir=plots_dir, history=history, progress=progress, on_batch=on_batch
+        model_dir,
+        data_dir,
+        settings=settings,
+        others=others,
+        plots_dir=plots_dir,
+        history=history,
+        progress=progress,
+        on_batch=on_batch,
     )
     return paired.metrics, paired.compared.get("other")
 
@@ -101,6 +112,7 @@ def evaluate_with_heads(
     model_dir: Path,
     data_dir: Path,
     *,
+    settings: Settings,
     others: Mapping[str, Path] | None = None,
     plots_dir: Path | None = None,
     history: list[dict[str, Any]] | None = None,
@@ -112,7 +124,7 @@ def evaluate_with_heads(
     The features are computed (or read from the cache) once, with the model's backbone graph; a
     head of another backbone cannot run on them and is listed in `skipped` instead. The paired
     predictions are what McNemar's test in catdog.jobs.gate needs. Raises DataError when DIR has
-    no readable test images.
+    no readable test images. settings: weights_dir, features_dir and threads (as evaluate_on_features).
     """
     from catdog.ml.artifacts import ModelConfig
     from catdog.ml.drift import head_probabilities, reference_graphs
@@ -123,13 +135,15 @@ def evaluate_with_heads(
     split = load_split(resolve_split(data_dir, "test"))
     if not split.samples:
         raise DataError(f"no readable images in {split.root}")
-    graphs = reference_graphs(Path(model_dir))
+    graphs = reference_graphs(Path(model_dir), settings.weights_dir)
     precision = config.precision if config.precision in graphs else "fp32"
     features, digest = pooled_features(
         config.backbone,
         graphs[precision],
         Normalization.from_dict(config.normalization),
         split.samples,
+        features_dir=settings.features_dir,
+        threads=settings.threads,
         progress=progress,
         desc="test split features",
         on_batch=on_batch,
@@ -167,6 +181,7 @@ def evaluate_model(
     model_dir: Path,
     data_dir: Path,
     *,
+    settings: Settings,
     plots_dir: Path | None = None,
     history: list[dict[str, Any]] | None = None,
     progress: bool = True,
@@ -174,15 +189,15 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Evaluate the served graph on DIR/test (or DIR itself when it holds cats/ and dogs/).
 
-    precision: "auto", "fp32" or "int8" (default: the CATDOG_PRECISION setting); the metrics'
-    "model" entry records the precision that ran and the one the head was trained on.
+    precision: "auto", "fp32" or "int8" (default: settings.precision, the CATDOG_PRECISION setting); the
+    metrics' "model" entry records the precision that ran and the one the head was trained on.
     plots_dir: where the plots go; an int8 run draws them only when the folder has none yet, so
     the plots of a model stay those of its fp32 graph (the two differ by a few images at most).
     """
     split = load_split(resolve_split(data_dir, "test"))
     if not split.samples:
         raise DataError(f"no readable images in {split.root}")
-    predictor = Predictor(model_dir, precision=precision or get_settings().precision)
+    predictor = Predictor(model_dir, precision=precision or settings.precision, cache_dir=settings.cache_dir)
     metrics, p_dog = evaluate_split(predictor, split, progress)
     metrics["model"] = {
         "backbone": predictor.config.backbone,

@@ -183,12 +183,14 @@ def calibration_table(model_dir: Path, backbone_name: str) -> Path | None:
     return None
 
 
-def build_graphs(model_dir: Path, weights_dir: Path | None = None) -> list[BuiltGraph]:
+def build_graphs(model_dir: Path, weights_dir: Path) -> list[BuiltGraph]:
     """(Re)build model.onnx, model_int8.onnx (where a calibration table applies) and pet_gate.onnx.
 
     A model with a fine-tuned last block gets fp32 only: the tables were measured on the
     pretrained block. The old model_int8.onnx is removed first, so a failed or inapplicable
     int8 build never leaves an int8 graph with an older head next to a new model.onnx.
+    weights_dir: the backbones' weights folder (settings.weights_dir), where the backbone graphs
+    are read from (converted into it the first time).
     """
     model_dir = Path(model_dir)
     config = ModelConfig.load(model_dir)
@@ -231,7 +233,7 @@ def _quiet_quantizer_advice() -> Iterator[None]:
         logging.getLogger().removeFilter(advice)
 
 
-def _copy_pet_gate(model_dir: Path, weights_dir: Path | None) -> None:
+def _copy_pet_gate(model_dir: Path, weights_dir: Path) -> None:
     gate = EfficientNetLite0(weights_dir=weights_dir)
     gate.prepare()
     part = model_dir / (PET_GATE_ONNX + ".part")
@@ -239,7 +241,7 @@ def _copy_pet_gate(model_dir: Path, weights_dir: Path | None) -> None:
     part.replace(model_dir / PET_GATE_ONNX)
 
 
-def build_model_dir(model_dir: Path, weights_dir: Path | None = None) -> Path:
+def build_model_dir(model_dir: Path, weights_dir: Path) -> Path:
     """(Re)build every graph of a model directory (see build_graphs); returns model.onnx's path."""
     build_graphs(model_dir, weights_dir)
     return Path(model_dir) / MODEL_ONNX

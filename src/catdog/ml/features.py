@@ -179,16 +179,19 @@ def pooled_features(
     normalization: Normalization,
     samples: Sequence[Sample],
     *,
+    features_dir: Path,
+    threads: int,
     progress: bool = False,
     desc: str = "features",
     on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, str]:
-    """((N, C) float32 pooled features of the samples' plain view, the graph's sha256[:16]), through the cache."""
-    from catdog.settings import get_settings
+    """((N, C) float32 pooled features of the samples' plain view, the graph's sha256[:16]), through the cache.
 
-    settings = get_settings()
-    extractor = FeatureExtractor(graph, normalization, settings.threads)
-    cache = cache_for(settings.features_dir, backbone, extractor)
+    features_dir: the feature cache folder (settings.features_dir); threads: ONNX Runtime intra-op
+    threads, 0 for every core (settings.threads).
+    """
+    extractor = FeatureExtractor(graph, normalization, threads)
+    cache = cache_for(features_dir, backbone, extractor)
     try:
         features = extract_features(samples, extractor, cache, views=1, progress=progress, desc=desc, on_batch=on_batch)
     finally:

@@ -33,12 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from catdog.errors import UsageProblem
+from catdog.timefmt import iso_utc
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "int8")
 INT8_MIN_SPEEDUP = 1.2  # measured int8/fp32 speed from which auto picks int8 on CPUs without dot products
 SPEED_CACHE = "precision.json"
+# measured_int8_speedup's timings when it is given no cache folder: entry -> speedup
+_SPEEDUPS_THIS_PROCESS: dict[str, float] = {}
 # Instructions that multiply-accumulate int8 vectors in one step (what makes QLinearConv fast).
 INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
 # The flags worth printing next to a speed figure (vector width and the int8 instructions).
@@ -102,27 +105,29 @@ def measured_int8_speedup(
     also keyed by the CPU model, its flags, the ONNX Runtime version and `threads`. Both graphs
     take "image" float32 (N, 3, size, size). Timing: 4 images, one warm-up run, then the best
     of two runs of each graph (about 5 s for VGG16 on 2 cores, once per machine).
+    cache_dir: the folder of CACHE_DIR/precision.json (settings.cache_dir); None keeps the timing
+    in this process only (timed once per process).
     """
     import onnxruntime as ort
 
-    from catdog.settings import get_settings
-
-    cache = (cache_dir or get_settings().cache_dir) / SPEED_CACHE
     entry = "|".join(
         [cpu_model(), ",".join(sorted(cpu_flags())), f"onnxruntime {ort.__version__}", key, f"threads {threads}"]
     )
+    if cache_dir is None:
+        if entry not in _SPEEDUPS_THIS_PROCESS:
+            log.info("timing int8 against fp32 once in this process (%s; no cache folder given)", key)
+            _SPEEDUPS_THIS_PROCESS[entry] = _measure_speedup(fp32_graph, int8_graph, size, threads)[0]
+        return _SPEEDUPS_THIS_PROCESS[entry]
+    cache = Path(cache_dir) / SPEED_CACHE
     known = _read_json(cache)
     if isinstance(known.get(entry), dict) and "int8_speedup" in known[entry]:
         return float(known[entry]["int8_speedup"])
     log.info("timing int8 against fp32 once on this CPU (%s)", key)
-    seconds = {
-        name: _best_run_seconds(graph, size, threads) for name, graph in (("fp32", fp32_graph), ("int8", int8_graph))
-    }
-    speedup = seconds["fp32"] / seconds["int8"]
+    speedup, seconds = _measure_speedup(fp32_graph, int8_graph, size, threads)
     known[entry] = {
         "int8_speedup": round(speedup, 3),
         "seconds": seconds,
-        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "measured": iso_utc(),
     }
     try:
         _write_json(cache, known)
@@ -130,6 +135,14 @@ def measured_int8_speedup(
         log.warning("cannot keep the int8 timing in %s: %s", cache, exc.strerror or exc)
     log.info("int8 runs %.2fx fp32 here (%s)", speedup, key)
     return speedup
+
+
+def _measure_speedup(fp32_graph: Path, int8_graph: Path, size: int, threads: int) -> tuple[float, dict[str, float]]:
+    """(fp32 seconds / int8 seconds, {"fp32": s, "int8": s}): the best run of each graph."""
+    seconds = {
+        name: _best_run_seconds(graph, size, threads) for name, graph in (("fp32", fp32_graph), ("int8", int8_graph))
+    }
+    return seconds["fp32"] / seconds["int8"], seconds
 
 
 def _best_run_seconds(graph: Path, size: int, threads: int, images: int = 4, runs: int = 2) -> float:

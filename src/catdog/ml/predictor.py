@@ -1,8 +1,11 @@
 """Predictions from a model directory with ONNX Runtime alone (no PyTorch, no training code).
 
 Images are decoded in threads and run through the model graph in batches: model.onnx (fp32)
-or model_int8.onnx, whichever catdog.ml.precision picks for this CPU. The pet gate (the
-EfficientNet-Lite0 ImageNet head) says whether the picture shows a cat or a dog at all.
+or model_int8.onnx, whichever catdog.ml.precision picks for this CPU. The pet gate says whether
+the picture shows a cat or a dog at all: by default an out-of-distribution score of the served
+backbone's own pooled features (catdog.ml.pet_ood, no second network); model directories whose
+model_config.json names the older EfficientNet-Lite0 ImageNet head ("pet_gate": {"file":
+"pet_gate.onnx"}) still run that graph.
 
 Thread-safety: a Predictor is built once and never mutated; ONNX Runtime sessions may run from
 several threads at once, so `decode` can run in many threads while one thread calls `infer`.
@@ -34,6 +37,8 @@ from catdog.ml.artifacts import (
 )
 from catdog.ml.onnx_runtime import make_session
 from catdog.ml.parallel import chunks, prefetched
+from catdog.ml.pet_ood import METHOD as FEATURE_OOD
+from catdog.ml.pet_ood import FeatureOODScorer
 from catdog.ml.precision import (
     PRECISIONS,
     PrecisionUnavailable,
@@ -65,8 +70,8 @@ class BatchOutputs:
 
     p_dog: np.ndarray  # (N,) float64, P(dog)
     features: np.ndarray  # (N, C) float32, pooled backbone features (what the head reads; drift monitoring)
-    feature_map: np.ndarray  # (N, C, h, w) float32, the map the backbone pools (Grad-CAM)
-    pet_score: np.ndarray | None  # (N,) float64, P(cat or dog at all); None without gate images or gate
+    feature_map: np.ndarray | None  # (N, C, h, w) float32, the map the backbone pools (Grad-CAM); None unless asked
+    pet_score: np.ndarray | None  # (N,) float64, the pet gate's score; None without a gate (or its images)
 
 
 def model_version(model_dir: Path, backbone: str) -> str:
@@ -92,8 +97,17 @@ class Predictor:
     the directory is not a model, has no graph, or lacks the graph of an explicit precision.
     """
 
-    def __init__(self, model_dir: Path, *, threads: int = 0, batch_size: int = 16, precision: str = "auto") -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        threads: int = 0,
+        batch_size: int = 16,
+        precision: str = "auto",
+        cache_dir: Path | None = None,
+    ) -> None:
         self.model_dir = Path(model_dir)
+        self.cache_dir = cache_dir  # where "auto" keeps its int8-vs-fp32 timing (None: timed once per process)
         self.config = ModelConfig.load(self.model_dir)
         self.precision = self._resolve_precision(precision, threads)
         self.model_path = self.model_dir / MODEL_GRAPHS[self.precision]
@@ -102,10 +116,17 @@ class Predictor:
         self.version = model_version(self.model_dir, self.config.backbone)
         self.normalization = Normalization.from_dict(self.config.normalization)
         self.batch_size = batch_size
-        gate_path = self.model_dir / str(self.config.pet_gate.get("file", ""))
-        self.gate = make_session(gate_path, threads) if gate_path.is_file() else None
-        self.gate_normalization = Normalization.from_dict(self.config.pet_gate.get("normalization", LITE.to_dict()))
-        self.gate_threshold = float(self.config.pet_gate.get("threshold", 0.05))
+        gate = self.config.pet_gate
+        # the pet gate: the features' out-of-distribution score (no extra network), or, for model
+        # directories that name it, the older ImageNet-head graph run on images of its own
+        self.feature_gate: FeatureOODScorer | None = None
+        self.gate = None
+        if gate.get("method") == FEATURE_OOD:
+            self.feature_gate = FeatureOODScorer.from_model_dir(self.model_dir, self.precision, gate)
+        elif gate.get("file") and (self.model_dir / str(gate["file"])).is_file():
+            self.gate = make_session(self.model_dir / str(gate["file"]), threads)
+        self.gate_normalization = Normalization.from_dict(gate.get("normalization", LITE.to_dict()))
+        self.gate_threshold = float(gate.get("threshold", 0.05))
         self.threshold = float(self.config.threshold)
         has_head = (self.model_dir / HEAD_NPZ).is_file()  # predicting needs only the graph; Grad-CAM needs it
         self.head = gradcam.NumpyHead.from_model_dir(self.model_dir, self.config) if has_head else None
@@ -122,7 +143,9 @@ class Predictor:
         def int8_speedup() -> float:
             fp32, int8 = (self.model_dir / MODEL_GRAPHS[p] for p in ("fp32", "int8"))
             size = int(self.config.normalization.get("size", 224))
-            return measured_int8_speedup(self.config.backbone, fp32, int8, size=size, threads=threads)
+            return measured_int8_speedup(
+                self.config.backbone, fp32, int8, size=size, threads=threads, cache_dir=self.cache_dir
+            )
 
         try:
             return resolve_precision(requested, available, int8_speedup=int8_speedup)
@@ -152,25 +175,36 @@ class Predictor:
         """Whether the graph outputs features and feature_map (graphs built before them do not)."""
         return {FEATURES, FEATURE_MAP} <= self.output_names
 
+    @property
+    def pet_gate(self) -> str | None:
+        """Which pet gate answers is_pet: "features" (catdog.ml.pet_ood), "imagenet" (pet_gate.onnx) or None."""
+        if self.feature_gate is not None and FEATURES in self.output_names:
+            return "features"
+        return "imagenet" if self.gate is not None else None
+
     # --- arrays in, numbers out -------------------------------------------------------
     def p_dog(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) RGB at the model's input size -> P(dog) per image, float64 (N,)."""
         return np.asarray(self.session.run([P_DOG], {"image": self.normalization(images)})[0], np.float64)
 
     def pet_scores(self, images: np.ndarray) -> np.ndarray | None:
-        """uint8 (N, G, G, 3) RGB at the gate's input size -> P(cat or dog at all), float64 (N,).
+        """uint8 (N, G, G, 3) RGB at the ImageNet gate's input size -> P(cat or dog at all), float64 (N,).
 
-        None when the model directory has no pet gate.
+        None when the model directory runs no ImageNet-head gate (the feature gate needs no images).
         """
         if self.gate is None:
             return None
         return np.asarray(self.gate.run(None, {"image": self.gate_normalization(images)})[0], np.float64)
 
-    def infer(self, images: np.ndarray, gate_images: np.ndarray | None = None) -> BatchOutputs:
-        """One run of the model graph (and of the pet gate when gate_images are given).
+    def infer(
+        self, images: np.ndarray, gate_images: np.ndarray | None = None, *, feature_map: bool = False
+    ) -> BatchOutputs:
+        """One run of the model graph: P(dog), pooled features, the pet gate's score (and the feature map if asked).
 
         images: uint8 (N, S, S, 3) RGB at the model's input size (N >= 1), as `decode` returns
-        them, stacked; gate_images: uint8 (N, G, G, 3) for the pet gate, or None.
+        them, stacked; gate_images: uint8 (N, G, G, 3) for an ImageNet-head gate, or None (the
+        feature gate scores the features themselves). feature_map=True also returns the
+        (N, C, h, w) map Grad-CAM needs (see `cams`).
         Raises ModelDirError when the graph predates the features/feature_map outputs
         (rebuild it with `catdog build`), ValueError on a wrong shape.
         """
@@ -182,42 +216,57 @@ class Predictor:
         size = self.normalization.size
         if images.ndim != 4 or images.shape[1:] != (size, size, 3) or len(images) == 0:
             raise ValueError(f"images must be uint8 (N, {size}, {size}, 3) with N >= 1, got {images.shape}")
-        p_dog, features, feature_map = self.session.run(
-            [P_DOG, FEATURES, FEATURE_MAP], {"image": self.normalization(images)}
-        )
-        pet = None if gate_images is None else self.pet_scores(gate_images)
+        names = [P_DOG, FEATURES, FEATURE_MAP] if feature_map else [P_DOG, FEATURES]
+        outputs = self.session.run(names, {"image": self.normalization(images)})
+        features = np.asarray(outputs[1], np.float32)
         return BatchOutputs(
-            p_dog=np.asarray(p_dog, np.float64),
-            features=np.asarray(features, np.float32),
-            feature_map=np.asarray(feature_map, np.float32),
-            pet_score=pet,
+            p_dog=np.asarray(outputs[0], np.float64),
+            features=features,
+            feature_map=np.asarray(outputs[2], np.float32) if feature_map else None,
+            pet_score=self._pet(features, gate_images),
         )
+
+    def _pet(self, features: np.ndarray | None, gate_images: np.ndarray | None) -> np.ndarray | None:
+        if self.feature_gate is not None and features is not None:
+            return self.feature_gate(features)
+        return None if gate_images is None else self.pet_scores(gate_images)
 
     def cams(self, outputs: BatchOutputs) -> np.ndarray:
         """Grad-CAM of each image's predicted class: float32 (N, h, w) in [0, 1] (catdog.ml.gradcam).
+
+        outputs must come from `infer(..., feature_map=True)`. Raises ModelDirError when the
+        model directory has no head.npz, ValueError without the feature map.
+        """
+        if outputs.feature_map is None:
+            raise ValueError("Grad-CAM needs the feature map: infer(..., feature_map=True)")
+        return self.cam_of(outputs.features, outputs.feature_map)
+
+    def cam_of(self, features: np.ndarray, feature_map: np.ndarray) -> np.ndarray:
+        """Grad-CAM from features (N, C) and feature_map (N, C, h, w) -> float32 (N, h, w) in [0, 1].
 
         Raises ModelDirError when the model directory has no head.npz.
         """
         if self.head is None:
             raise ModelDirError(f"{self.model_dir / HEAD_NPZ} is missing: Grad-CAM needs the trained head's weights")
-        return gradcam.explain(self.head, outputs.features, outputs.feature_map, self.threshold)
+        return gradcam.explain(self.head, features, feature_map, self.threshold)
 
     def explain(
         self, image: np.ndarray, gate_image: np.ndarray | None = None, name: str | None = None
     ) -> tuple[Prediction, np.ndarray]:
         """(prediction, Grad-CAM (h, w) float32 in [0, 1]) for one image as `decode` returns it.
 
-        image: uint8 (S, S, 3); gate_image: uint8 (G, G, 3) or None (then the pet fields are None).
+        image: uint8 (S, S, 3); gate_image: uint8 (G, G, 3) for an ImageNet-head gate, or None.
         Raises as `infer`.
         """
-        outputs = self.infer(image[None], None if gate_image is None else gate_image[None])
+        outputs = self.infer(image[None], None if gate_image is None else gate_image[None], feature_map=True)
         pet = None if outputs.pet_score is None else float(outputs.pet_score[0])
         return self.prediction(name, float(outputs.p_dog[0]), pet), self.cams(outputs)[0]
 
     # --- files or bytes in, predictions out ----------------------------------------------
     def decode(self, source: ImageSource) -> tuple[np.ndarray, np.ndarray | None]:
-        """(model input uint8 (S, S, 3) RGB, pet-gate input uint8 (G, G, 3) or None without a gate).
+        """(model input uint8 (S, S, 3) RGB, ImageNet-gate input uint8 (G, G, 3) or None).
 
+        The second is None unless the model directory runs the ImageNet-head gate.
         Pure and thread-safe. Raises ImageDecodeError for anything that is not a readable image.
         """
         return self._decode(source, self.gate is not None)
@@ -231,11 +280,18 @@ class Predictor:
 
     def _batches(self, sources: Sequence[ImageSource], gate: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """(P(dog), pet scores or None) per batch; the session objects are never mutated (thread-safe)."""
-        gate = gate and self.gate is not None
-        for decoded in prefetched(chunks(list(sources), self.batch_size), lambda s: self._decode(s, gate)):
-            p_dog = self.p_dog(np.stack([image for image, _ in decoded]))
-            pet = self.pet_scores(np.stack([g for _, g in decoded if g is not None])) if gate else None
-            yield p_dog, pet
+        kind = self.pet_gate if gate else None
+        for decoded in prefetched(
+            chunks(list(sources), self.batch_size), lambda s: self._decode(s, kind == "imagenet")
+        ):
+            images = np.stack([image for image, _ in decoded])
+            if kind == "features":
+                p_dog, features = self.session.run([P_DOG, FEATURES], {"image": self.normalization(images)})
+                yield np.asarray(p_dog, np.float64), self._pet(np.asarray(features, np.float32), None)
+            elif kind == "imagenet":
+                yield self.p_dog(images), self.pet_scores(np.stack([g for _, g in decoded if g is not None]))
+            else:
+                yield self.p_dog(images), None
 
     def predict(
         self, sources: Sequence[ImageSource], names: Sequence[str | None] | None = None, with_gate: bool = True

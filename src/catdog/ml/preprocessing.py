@@ -70,7 +70,9 @@ pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_image
 
 
 class ImageDecodeError(UsageProblem):
-    """The input is not an image this project can read; the message is one short line."""
+    """The input is not an image this project can read; the message is one short line (the API answers 415)."""
+
+    status_code = 415
 
 
 @dataclass(frozen=True)

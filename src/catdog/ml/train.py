@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,7 +32,10 @@ from catdog.ml.export import build_model_dir
 from catdog.ml.features import AugmentRecipe, FeatureExtractor, cache_for, extract_features
 from catdog.ml.head import Head, HeadConfig, save_head
 from catdog.ml.precision import measured_int8_speedup, resolve_precision
-from catdog.settings import get_settings
+from catdog.timefmt import iso_utc
+
+if TYPE_CHECKING:
+    from catdog.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ class TrainConfig:
     # More folders of cats/ and dogs/ trained on with `data` (the retrain job adds the uploads).
     extra_data: list[str] = field(default_factory=list)
     backbone: str = "vgg16"
-    precision: str | None = None  # "auto", "fp32", "int8"; None: the CATDOG_PRECISION setting (auto)
+    precision: str | None = None  # "auto", "fp32", "int8"; None: settings.precision (CATDOG_PRECISION, auto)
     views: int = 2  # feature views per training image: the plain one + augmented ones
     epochs: int = 60
     batch_size: int = 256
@@ -131,15 +134,15 @@ class TrainingGraph:
     finetune: bool
 
 
-def training_graph(backbone_name: str, precision: str, finetune: bool = False) -> TrainingGraph:
+def training_graph(backbone_name: str, precision: str, finetune: bool = False, *, settings: Settings) -> TrainingGraph:
     """The graph `train` runs for a backbone: int8 where it serves in int8 (the same choice as serving).
 
     precision: "auto", "fp32" or "int8"; auto takes int8 where the CPU runs it faster (timed once,
-    catdog.ml.precision) and a packaged range table exists. Fine-tuning runs the fp32 trunk.
+    catdog.ml.precision, kept in settings.cache_dir) and a packaged range table exists. Fine-tuning
+    runs the fp32 trunk. settings: weights_dir (the backbone graphs), cache_dir, threads.
     Raises UsageProblem for fine-tuning asked with int8, KeyError for an unknown backbone.
     """
-    settings = get_settings()
-    backbone = create_backbone(backbone_name)
+    backbone = create_backbone(backbone_name, settings.weights_dir)
     if finetune and precision == "int8":
         raise UsageProblem("--finetune-last-block trains and serves in fp32: leave out --precision int8")
     packaged = packaged_calibration_table(backbone.spec.name)
@@ -153,6 +156,7 @@ def training_graph(backbone_name: str, precision: str, finetune: bool = False) -
             ensure_onnx(backbone, "int8", packaged),
             size=backbone.spec.input_size,
             threads=settings.threads,
+            cache_dir=settings.cache_dir,
         ),
     )
     table = packaged if chosen == "int8" else None
@@ -176,16 +180,25 @@ def load_training_data(data: Path, extra: list[str] | tuple[str, ...] = ()) -> S
     return split
 
 
-def train(config: TrainConfig, progress: bool = True, on_progress: ProgressCallback | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    progress: bool = True,
+    on_progress: ProgressCallback | None = None,
+    *,
+    settings: Settings,
+) -> TrainResult:
     """Train a head on the frozen backbone and write the model directory config.out.
 
+    settings: where this machine keeps things and how it runs, used for everything training calls:
+    weights_dir (backbone weights and graphs), features_dir (the feature cache), cache_dir (the
+    int8 timing), threads (ONNX Runtime), precision (when config.precision is None). config is
+    the recipe, saved with the model; settings are not.
     on_progress: called as (phase, done, total) while it runs (see ProgressCallback); whatever
     it raises stops training there, before anything is written to config.out.
     Raises DataError (one line) when the data is not a data set or lacks a class.
     """
     started = time.perf_counter()
     seed_everything(config.seed)
-    settings = get_settings()
     out = Path(config.out)
     report = on_progress or (lambda phase, done, total: None)
 
@@ -197,7 +210,9 @@ def train(config: TrainConfig, progress: bool = True, on_progress: ProgressCallb
         raise DataError(f"{split.root} needs images of both classes, found {counts}")
 
     # 2. the frozen backbone at the precision it serves in; fine-tuning: its frozen trunk, in fp32
-    graph = training_graph(config.backbone, config.precision or settings.precision, config.finetune_last_block)
+    graph = training_graph(
+        config.backbone, config.precision or settings.precision, config.finetune_last_block, settings=settings
+    )
     backbone, precision, table, finetune = graph.backbone, graph.precision, graph.table, graph.finetune
     extractor = FeatureExtractor(graph.path, backbone.spec.normalization, settings.threads)
 
@@ -324,18 +339,18 @@ def train(config: TrainConfig, progress: bool = True, on_progress: ProgressCallb
             "backbone_source": backbone.prepare()["source"],
             "backbone_graph_sha256_16": extractor.graph_digest,
             "catdog_version": catdog.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created": iso_utc(),
         },
     )
     model_config.save(out)
-    build_model_dir(out)
+    build_model_dir(out, settings.weights_dir)
     seconds = {"features": feature_seconds, "head": head_seconds}
 
     # 7. the drift reference: test-split P(dog) and a sample of training features (mostly cached)
     if config.drift_reference:
         report("reference", 0, 1)
         t2 = time.perf_counter()
-        build_reference(out, Path(config.data), progress=progress, train_split=split)
+        build_reference(out, Path(config.data), settings=settings, progress=progress, train_split=split)
         seconds["drift_reference"] = time.perf_counter() - t2
     seconds["total"] = time.perf_counter() - started
     return TrainResult(model_dir=out, history=history, best_epoch=best_epoch, seconds=seconds)

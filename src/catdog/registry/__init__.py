@@ -15,10 +15,13 @@ import mlflow.telemetry
 
 mlflow.telemetry.set_telemetry_client()  # re-reads the variable: None while telemetry is disabled
 
-from catdog.registry.mlflow_registry import PRODUCTION, STAGING, Registry  # noqa: E402
+from catdog.registry.mlflow_registry import Registry  # noqa: E402
 from catdog.registry.reference import GateReference, ReferenceNotBetter  # noqa: E402
 from catdog.registry.types import (  # noqa: E402
+    ALIASES,
     METRIC_KEYS,
+    PRODUCTION,
+    STAGING,
     ModelVersionInfo,
     NothingToRollBack,
     RegistryError,
@@ -27,6 +30,7 @@ from catdog.registry.types import (  # noqa: E402
 )
 
 __all__ = [
+    "ALIASES",
     "METRIC_KEYS",
     "PRODUCTION",
     "STAGING",

@@ -43,7 +43,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -60,7 +59,9 @@ from catdog.registry.reference import encode as encode_reference
 from catdog.registry.reference import resolve as resolve_reference
 from catdog.registry.types import (
     METRIC_KEYS,
+    PRODUCTION,
     SOURCES,
+    STAGING,
     ModelVersionInfo,
     NothingToRollBack,
     RegistryError,
@@ -68,10 +69,10 @@ from catdog.registry.types import (
     training_dataset,
 )
 from catdog.settings import Settings
+from catdog.timefmt import iso_utc
 
 log = logging.getLogger(__name__)
 
-PRODUCTION, STAGING = "production", "staging"
 MODEL_ARTIFACT_PATH = "model"  # the run's artifact folder holding the model directory
 HISTORY_TAG = "catdog.production_history"  # registered-model tag: JSON list of production versions, newest last
 BOOTSTRAPPED_TAG = "catdog.bootstrapped"  # registered-model tag: the shipped models were registered
@@ -310,7 +311,7 @@ class Registry:
             with _mlflow_errors():
                 self.client.set_registered_model_alias(self.name, PRODUCTION, str(target))
                 self.client.set_registered_model_tag(self.name, HISTORY_TAG, json.dumps(history))
-                self.client.set_model_version_tag(self.name, str(current), "rolled_back_at", _now_iso())
+                self.client.set_model_version_tag(self.name, str(current), "rolled_back_at", iso_utc())
         log.info("production rolled back: version %d -> %d", current, target)
         return target, current
 
@@ -347,7 +348,7 @@ class Registry:
                 )
             check_better(version, candidate.metrics.get("accuracy"), current, current_accuracy)
             with _mlflow_errors():
-                tag = encode_reference(version, set_by, _now_iso())
+                tag = encode_reference(version, set_by, iso_utc())
                 self.client.set_registered_model_tag(self.name, REFERENCE_TAG, tag)
         log.info("gate reference -> version %d (was %s; %s)", version, current, set_by)
         return version, current
@@ -389,11 +390,11 @@ class Registry:
         if previous is not None and (not history or history[-1] != previous):
             history.append(previous)  # production was set some other way (the MLflow UI): remember it too
         history = [*history, version][-HISTORY_KEPT:]
-        tags = {"promoted_at": _now_iso(), "promote_reason": reason}
+        tags = {"promoted_at": iso_utc(), "promote_reason": reason}
         with _mlflow_errors():  # the first production ever is the gate's default reference: remember it
             if REFERENCE_TAG not in self.client.get_registered_model(self.name).tags:
                 self.client.set_registered_model_tag(
-                    self.name, REFERENCE_TAG, encode_reference(history[0], "first production", _now_iso())
+                    self.name, REFERENCE_TAG, encode_reference(history[0], "first production", iso_utc())
                 )
         if previous is not None:
             tags["previous_production"] = str(previous)
@@ -574,7 +575,7 @@ class Registry:
             backbone=tags.get("backbone", ""),
             model_dir=_local_path(mv.source or "") or self._cache_dir(version),
             aliases=tuple(sorted(alias for alias, v in aliases.items() if v == version)),
-            created_at=_iso(mv.creation_timestamp),
+            created_at=iso_utc(mv.creation_timestamp / 1000) if mv.creation_timestamp else "",
             run_id=mv.run_id or None,
             source=tags.get("source", "train"),
             metrics={key: logged.get(f"test_{key}") for key in METRIC_KEYS},
@@ -672,16 +673,6 @@ def _history_of(tags: dict[str, str]) -> list[int]:
 
 def _quoted(text: str) -> str:
     return text.replace("'", "''")
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _iso(millis: int | None) -> str:
-    if not millis:
-        return ""
-    return datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _read_json(path: Path) -> Any:

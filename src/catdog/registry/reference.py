@@ -31,6 +31,8 @@ REFERENCE_TAG = "catdog.gate_reference"  # registered-model tag: JSON {"version"
 class ReferenceNotBetter(UsageProblem):
     """The proposed reference is less accurate than the current one (the API answers 409, the CLI exits 2)."""
 
+    status_code = 409
+
 
 @dataclass(frozen=True)
 class GateReference:

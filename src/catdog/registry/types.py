@@ -9,6 +9,8 @@ from typing import Any
 
 from catdog.errors import CatdogError, UsageProblem
 
+PRODUCTION, STAGING = "production", "staging"  # the aliases: what servers serve; the A/B challenger
+ALIASES = (PRODUCTION, STAGING)
 # the test-split metrics every version carries (None where the run did not log one)
 METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "n")
 SOURCES = ("shipped", "train", "retrain")
@@ -21,9 +23,13 @@ class RegistryError(CatdogError):
 class UnknownVersion(UsageProblem, LookupError):
     """No such version of the registered model (the API answers 404, the CLI exits 2)."""
 
+    status_code = 404
+
 
 class NothingToRollBack(UsageProblem):
     """Production has no earlier version to go back to (the API answers 409, the CLI exits 2)."""
+
+    status_code = 409
 
 
 @dataclass(frozen=True)

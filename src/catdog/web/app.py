@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
@@ -30,12 +31,16 @@ from catdog.web.disk import DiskWatch
 from catdog.web.errors import install_error_handlers
 from catdog.web.logs import configure_logging
 from catdog.web.middleware import AdminFirst, EarlyRefusal, RequestContext, SecurityHeaders, UploadSizeLimit
-from catdog.web.model_source import ModelSource, PinnedSource, RegistrySource
+from catdog.web.model_source import ModelSource, PinnedSource, RegistrySource, production_model_dir
 from catdog.web.monitor import DriftMonitor
 from catdog.web.openapi import install_openapi
 from catdog.web.ratelimit import feedback_limit
 from catdog.web.routes import explain, feedback, models, monitoring, pages, predict, retrain, status, uploads
 from catdog.web.service import ModelService
+from catdog.web.state import AppState, app_state
+
+if TYPE_CHECKING:
+    from catdog.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -60,25 +65,29 @@ def create_app(
         redoc_url=None,
         lifespan=_lifespan,
     )
-    app.state.settings = settings
-    app.state.monitor = None
+    admin_token, _ = resolve_admin_token(settings)
+    first_dir, registry = _choose_model(settings, model_dir)
+    state = AppState(
+        settings=settings,
+        admin_token=admin_token,
+        uploads=UploadStore(settings.uploads_dir, settings.data_dir / "train", settings.data_dir / "test"),
+        disk=DiskWatch(settings.state_dir),  # free space and failed writes, for /api/status
+        feedback_limit=feedback_limit(settings),  # per client address (catdog.web.ratelimit)
+        model_dir=first_dir,
+        model_source=None if registry is None else RegistrySource(registry),
+        registry=registry,  # else made on first use (catdog.web.deps), as the job queue is
+    )
+    app.state.catdog = state  # the one app state (catdog.web.state); routes read it through catdog.web.deps
     install_error_handlers(app)
-    app.state.admin_token, _ = resolve_admin_token(settings)
-    app.state.uploads = UploadStore(settings.uploads_dir, settings.data_dir / "train", settings.data_dir / "test")
-    app.state.queue = None  # made on first use (catdog.web.deps)
-    app.state.registry = None  # made on first use, or now when the registry says what serves
-    app.state.feedback_limit = feedback_limit(settings)  # per client address (catdog.web.ratelimit)
-    app.state.disk = DiskWatch(settings.state_dir)  # free space and failed writes, for /api/status
-    _choose_model(app, settings, model_dir)
     for module in (predict, explain, status, monitoring, uploads, retrain, models, feedback, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/docs", _swagger_ui, include_in_schema=False)
     install_openapi(app)
-    app.add_middleware(EarlyRefusal, refusal=lambda: _refusal(app), paths=("/api/predict", "/api/predict/batch"))
+    app.add_middleware(EarlyRefusal, refusal=lambda: _refusal(state), paths=("/api/predict", "/api/predict/batch"))
     app.add_middleware(UploadSizeLimit, limit=_upload_limit(settings))
     # the admin token before any body is read (a 401 must not wait for a 140 MB upload to arrive)
-    app.add_middleware(AdminFirst, routes=lambda: app.routes, token=lambda: app.state.admin_token)
+    app.add_middleware(AdminFirst, routes=lambda: app.routes, token=lambda: state.admin_token)
     app.add_middleware(RequestContext)
     app.add_middleware(SecurityHeaders)  # on every answer, the 413/401/500 of the middleware inside included
     if settings.trusted_proxies.strip():  # outermost: everything inside sees the original client's address
@@ -86,25 +95,24 @@ def create_app(
     return app
 
 
-def _choose_model(app: FastAPI, settings: Settings, model_dir: Path | None) -> None:
-    """An explicit directory (argument, else CATDOG_PINNED_MODEL) serves as it is; else the registry's aliases."""
+def _choose_model(settings: Settings, model_dir: Path | None) -> tuple[Path, Registry | None]:
+    """(the model directory that serves first, the registry when its aliases say what serves).
+
+    An explicit directory (argument, else CATDOG_PINNED_MODEL) serves as it is, with no registry;
+    else production's directory (the default model's while no version has the alias).
+    """
     pinned = model_dir or settings.pinned_model
     if pinned is not None:
-        app.state.model_dir = Path(pinned)
-        return
+        return Path(pinned), None
     from catdog.registry import Registry
 
     registry = Registry(settings)
     registry.bootstrap()  # a no-op once the shipped models are registered (catdog serve did it)
-    app.state.registry = registry
-    app.state.model_source = RegistrySource(registry)
-    production = registry.aliases().get("production")
-    app.state.model_dir = registry.local_model_dir(production) if production is not None else settings.default_model_dir
+    return production_model_dir(registry) or settings.default_model_dir, registry
 
 
-def _refusal(app: FastAPI) -> tuple[str, float] | None:
-    service: ModelService | None = getattr(app.state, "service", None)
-    return None if service is None else service.refusal()
+def _refusal(state: AppState) -> tuple[str, float] | None:
+    return None if state.service is None else state.service.refusal()
 
 
 def _upload_limit(settings: Settings) -> Callable[[str], int | None]:
@@ -148,20 +156,19 @@ async def _swagger_ui() -> HTMLResponse:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+    state = app_state(app)
+    settings = state.settings
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url)
     migrate(engine)
-    app.state.sessions = session_factory(engine)
+    sessions = state.sessions = session_factory(engine)
     writer = PredictionWriter(engine, flush_seconds=settings.db_flush_seconds)
     writer.start()
-    # Which model serves: app.state.model_source when set (a RegistrySource), else the model directory.
-    source: ModelSource = getattr(app.state, "model_source", None) or PinnedSource(app.state.model_dir)
-    service = ModelService(settings, app.state.model_dir, writer, source=source)
-    app.state.service = service
+    # Which model serves: state.model_source when set (a RegistrySource), else the model directory.
+    source: ModelSource = state.model_source or PinnedSource(state.model_dir)
+    service = state.service = ModelService(settings, state.model_dir, writer, source=source)
     loading = asyncio.get_running_loop().run_in_executor(None, service.load)
-    monitor = DriftMonitor(service, app.state.sessions, settings.drift_interval_seconds)
-    app.state.monitor = monitor
+    monitor = state.monitor = DriftMonitor(service, sessions, settings.drift_interval_seconds)
     monitor.start()
     try:
         yield

@@ -18,6 +18,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from catdog.settings import Settings, SettingsError
+from catdog.web.state import app_state
 
 MISSING_TOKEN = "this action needs the admin token: send 'Authorization: Bearer TOKEN'"
 WRONG_TOKEN = "the admin token is wrong"
@@ -84,7 +85,7 @@ def require_admin(
     The AdminFirst middleware makes the same check before the body is read; this one guards a
     route wherever it is mounted. `credentials` only marks the route in OpenAPI (the header is read here).
     """
-    problem = token_problem(request.headers.get("authorization"), request.app.state.admin_token)
+    problem = token_problem(request.headers.get("authorization"), app_state(request.app).admin_token)
     if problem is not None:
         status, detail = problem
         raise HTTPException(status, detail, {"WWW-Authenticate": "Bearer"} if status == 401 else None)

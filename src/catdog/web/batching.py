@@ -25,7 +25,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from catdog.errors import CatdogError
+from catdog.web.problems import NotReady
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +36,25 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class Overloaded(Exception):
-    """The queue is full: try again after `retry_after` seconds."""
+class Overloaded(CatdogError):
+    """The queue is full: try again after `retry_after` seconds (503, `retry_after` in the answer and its header)."""
+
+    status_code = 503
 
     def __init__(self, retry_after: float, depth: int) -> None:
         super().__init__(f"the server is busy ({depth} images queued); retry in {retry_after:.0f} s")
         self.retry_after = retry_after
         self.depth = depth
 
+    def http_extra(self) -> dict[str, Any]:
+        return {"retry_after": self.retry_after}
 
-class BatcherStopped(RuntimeError):
-    """The batcher was stopped and takes no more work."""
+    def http_headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(int(self.retry_after))}
+
+
+class BatcherStopped(NotReady, RuntimeError):
+    """The batcher was stopped and takes no more work (the API answers as NotReady: 503)."""
 
 
 @dataclass

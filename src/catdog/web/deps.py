@@ -1,9 +1,12 @@
-"""Dependencies routes declare as parameters (Annotated aliases), never reaching for globals."""
+"""Dependencies routes declare as parameters (Annotated aliases), never reaching for globals.
+
+Each reads the app's one typed state (catdog.web.state.AppState); no route reads `app.state` itself.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request
@@ -11,64 +14,95 @@ from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
 from catdog.jobs.queue import JobQueue, make_queue
-from catdog.registry import Registry  # MLflow itself is imported when a Registry is made
+from catdog.registry import Registry  # imports MLflow; a Registry (its store) is made on first use
 from catdog.settings import Settings
 from catdog.uploads import UploadStore
 from catdog.web.auth import require_admin
+from catdog.web.disk import DiskWatch
+from catdog.web.monitor import DriftMonitor
 from catdog.web.service import ModelService
+from catdog.web.state import AppState, app_state
+
+
+class NotStarted(RuntimeError):
+    """The app's lifespan has not run (a TestClient used without `with`): no service, no database yet (500)."""
 
 
 def _service(request: Request) -> ModelService:
-    service: ModelService = request.app.state.service
+    service = app_state(request.app).service
+    if service is None:
+        raise NotStarted("the model service is made when the app starts (its lifespan)")
     return service
 
 
+def _maybe_service(request: Request) -> ModelService | None:
+    """The model service, or None before the app has started or in an app of pages alone (they render without it)."""
+    state: AppState | None = getattr(request.app.state, "catdog", None)
+    return None if state is None else state.service
+
+
 def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return app_state(request.app).settings
 
 
 def _session(request: Request) -> Iterator[Session]:
     """One database session per request, closed afterwards."""
-    with request.app.state.sessions() as session:
+    sessions = app_state(request.app).sessions
+    if sessions is None:
+        raise NotStarted("the database is opened when the app starts (its lifespan)")
+    with sessions() as session:
         yield session
 
 
 def _uploads(request: Request) -> UploadStore:
-    store: UploadStore = request.app.state.uploads
-    return store
+    return app_state(request.app).uploads
 
 
-def _queue(request: Request) -> JobQueue:
-    """The job queue, made on first use (Huey's storage connects lazily)."""
-    queue: JobQueue = _made_once(request, "queue", make_queue)
-    return queue
+def _disk(request: Request) -> DiskWatch:
+    return app_state(request.app).disk
 
 
-def _registry(request: Request) -> Registry:
-    """The MLflow model registry, made on first use (importing MLflow takes seconds)."""
-    registry: Registry = _made_once(request, "registry", Registry)
-    return registry
+def _monitor(request: Request) -> DriftMonitor | None:
+    """The drift monitor, None before the app has started."""
+    return app_state(request.app).monitor
 
 
 _making = threading.Lock()
 
 
-def _made_once(request: Request, name: str, make: Callable[[Settings], Any]) -> Any:
-    """app.state.<name>, made from the settings by the first request that needs it."""
-    state = request.app.state
+def _queue(request: Request) -> JobQueue:
+    """The job queue, made on first use (Huey's storage connects lazily)."""
+    state = app_state(request.app)
     with _making:
-        if getattr(state, name, None) is None:
-            setattr(state, name, make(state.settings))
-    return getattr(state, name)
+        if state.queue is None:
+            state.queue = make_queue(state.settings)
+        return state.queue
+
+
+def _registry(request: Request) -> Registry:
+    """The MLflow model registry, made on first use (importing MLflow takes seconds)."""
+    state = app_state(request.app)
+    with _making:
+        if state.registry is None:
+            state.registry = Registry(state.settings)
+        return state.registry
+
+
+def _known_registry(request: Request) -> Registry | None:
+    """The registry if this app has one already, else None (never made here: a pinned model needs none)."""
+    return app_state(request.app).registry
 
 
 ServiceDep = Annotated[ModelService, Depends(_service)]
+MaybeServiceDep = Annotated[ModelService | None, Depends(_maybe_service)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[Session, Depends(_session)]
 UploadsDep = Annotated[UploadStore, Depends(_uploads)]
+DiskDep = Annotated[DiskWatch, Depends(_disk)]
+MonitorDep = Annotated[DriftMonitor | None, Depends(_monitor)]
 QueueDep = Annotated[JobQueue, Depends(_queue)]
 RegistryDep = Annotated[Registry, Depends(_registry)]
+KnownRegistryDep = Annotated[Registry | None, Depends(_known_registry)]
 AdminDep = Depends(require_admin)  # routes list it in dependencies=[AdminDep]
 
 INT64_MAX = 2**63 - 1  # the largest integer SQLite, PostgreSQL (bigint) and MLflow's store hold

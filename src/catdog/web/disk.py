@@ -11,10 +11,11 @@ from __future__ import annotations
 import errno
 import shutil
 import threading
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from catdog.errors import CatdogError
+from catdog.timefmt import iso_utc
 
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 SQLITE_FULL = 13  # sqlite3's SQLITE_FULL ("database or disk is full")
@@ -24,8 +25,10 @@ DISK_FULL_STATUS = 507  # Insufficient Storage (RFC 4918)
 FULL_WORDS = ("database or disk is full", "No space left on device", "the disk is full")  # SQLite, OSError, ours
 
 
-class DiskFull(Exception):
+class DiskFull(CatdogError):
     """A write failed because the state folder's disk is full (the API answers 507 with this text)."""
+
+    status_code = DISK_FULL_STATUS
 
 
 def is_disk_full(exc: BaseException | None) -> bool:
@@ -75,7 +78,7 @@ class DiskWatch:
         with self._lock:
             if self._last is not None and self._last["what"] == what and self._last["error"] == error:
                 return  # the same failure again (a status poll re-reading the writer's error)
-            self._last = {"what": what, "error": error, "at": _now_iso()}
+            self._last = {"what": what, "error": error, "at": iso_utc()}
             self._free_at_failure = self._usage()[0]
 
     def note_writer(self, pending: int, last_error: str | None) -> None:
@@ -103,7 +106,3 @@ class DiskWatch:
         except OSError:
             return None, None
         return usage.free, usage.total
-
-
-def _now_iso() -> str:
-    return datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,4 +1,8 @@
-"""Every error leaves as JSON `{"detail": ...}` with the right status; never a plain-text 500."""
+"""Every error leaves as JSON `{"detail": ...}` with the right status; never a plain-text 500.
+
+One handler answers every catdog.errors.CatdogError with the status the error class carries
+(`status_code`, plus its `http_extra()` fields and `http_headers()`): routes raise, never translate.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from catdog.ml.preprocessing import ImageDecodeError
-from catdog.web.batching import BatcherStopped, Overloaded
+from catdog.errors import CatdogError
 from catdog.web.disk import DISK_FULL_STATUS, DiskFull, disk_full_text, is_disk_full
-from catdog.web.service import NotReady, UploadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +22,7 @@ log = logging.getLogger(__name__)
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(ImageDecodeError, _bad_image)  # type: ignore[arg-type]
-    app.add_exception_handler(UploadTooLarge, _too_large)  # type: ignore[arg-type]
-    app.add_exception_handler(Overloaded, _overloaded)  # type: ignore[arg-type]
-    app.add_exception_handler(NotReady, _not_ready)
-    app.add_exception_handler(BatcherStopped, _not_ready)
-    app.add_exception_handler(DiskFull, _disk_full)
+    app.add_exception_handler(CatdogError, _catdog_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -55,24 +52,19 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     )
 
 
-async def _bad_image(request: Request, exc: ImageDecodeError) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=415)
+async def _catdog_error(request: Request, exc: CatdogError) -> JSONResponse:
+    """`{"detail": ..., **exc.http_extra()}` with exc.status_code and exc.http_headers().
 
-
-async def _too_large(request: Request, exc: UploadTooLarge) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=413)
-
-
-async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+    500 (an error not meant for the client) goes to `_unexpected`: logged, its text withheld;
+    507 (DiskFull) to `_disk_full`, which also notes the failed write for /api/status.
+    """
+    if exc.status_code == 500:
+        return await _unexpected(request, exc)
+    if exc.status_code == DISK_FULL_STATUS:
+        return await _disk_full(request, exc)
     return JSONResponse(
-        {"detail": str(exc), "retry_after": exc.retry_after},
-        status_code=503,
-        headers={"Retry-After": str(int(exc.retry_after))},
+        {"detail": exc.http_detail(), **exc.http_extra()}, status_code=exc.status_code, headers=exc.http_headers()
     )
-
-
-async def _not_ready(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": f"not ready: {exc}"}, status_code=503, headers={"Retry-After": "5"})
 
 
 async def _disk_full(request: Request, exc: Exception) -> JSONResponse:
@@ -80,7 +72,8 @@ async def _disk_full(request: Request, exc: Exception) -> JSONResponse:
     what = f"{request.method} {request.url.path}"
     detail = str(exc) if isinstance(exc, DiskFull) else disk_full_text(what)
     log.error("%s: %s (%s)", what, detail, exc.__cause__ or exc)
-    watch = getattr(request.app.state, "disk", None)
+    state = getattr(request.app.state, "catdog", None)  # catdog.web.state.AppState (absent in a bare test app)
+    watch = None if state is None else state.disk
     if watch is not None:
         watch.note(what, exc)
     return JSONResponse({"detail": detail}, status_code=DISK_FULL_STATUS)
@@ -91,5 +84,5 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # carries X-Request-ID and Server-Timing and the log record the request id.
     if is_disk_full(exc):  # any route's write (a feedback, a database row): say so, never a bare 500
         return await _disk_full(request, exc)
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)

@@ -1,8 +1,11 @@
-"""Recent predictions' Grad-CAM inputs on disk, so any worker process can draw a heat map later.
+"""Recent predictions' model inputs on disk, so any worker process can explain one later.
 
-Each inferred prediction leaves `<id>.npz` (the 224 px model input as JPEG bytes and the
-class-activation map); a cached answer links its new id to the original file. The folder
-keeps the newest `kept` entries. Ids are 32 hex digits, checked before they touch a path.
+Each inferred prediction leaves `<id>.npz`: the model input as it was (uint8 (S, S, 3), stored
+raw: no image encoding on the serving path) and the model version that answered. A Grad-CAM
+heat map is computed from it only when someone asks (`/api/explain/{id}`: one more pass of the
+model), never for every prediction. A cached answer links its new id to the original file. The
+folder keeps the newest `kept` entries. Ids are 32 hex digits, checked before they touch a path.
+Files written by older versions (the input as JPEG bytes plus the map) are still read.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import os
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +30,17 @@ def is_prediction_id(text: str) -> bool:
     return bool(_ID.match(text))
 
 
+@dataclass(frozen=True)
+class KeptInput:
+    """What is kept of one prediction: the model input, and the map when an older version stored one."""
+
+    image: np.ndarray  # uint8 (S, S, 3) RGB, the model's input
+    model_version: str | None  # the content id of the model that answered (None in older files)
+    cam: np.ndarray | None = None  # float32 (h, w) in [0, 1], only in files older versions wrote
+
+
 class ExplanationStore:
-    """prediction id -> (image uint8 (S,S,3), cam float32 (h,w) in [0,1]), bounded by count."""
+    """prediction id -> the model input (and the model version), bounded by count."""
 
     def __init__(self, folder: Path, kept: int) -> None:
         self.folder = Path(folder)
@@ -41,16 +54,14 @@ class ExplanationStore:
             raise ValueError("not a prediction id")
         return self.folder / f"{prediction_id}.npz"
 
-    def save(self, prediction_id: str, image: np.ndarray, cam: np.ndarray) -> None:
-        """Write atomically (a reader never sees half a file); prune now and then."""
+    def save(self, prediction_id: str, image: np.ndarray, model_version: str) -> None:
+        """Keep the model input uint8 (S, S, 3) as it is (no encoding); atomic; prune now and then."""
         if self.kept == 0:
             return
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, "JPEG", quality=90)
         path = self._path(prediction_id)
         part = path.with_name(path.name + ".part")
         with open(part, "wb") as handle:
-            np.savez(handle, jpeg=np.frombuffer(buffer.getvalue(), np.uint8), cam=cam.astype(np.float32))
+            np.savez(handle, image=np.ascontiguousarray(image, np.uint8), model_version=np.array(model_version))
         part.replace(path)
         self._maybe_prune()
 
@@ -63,23 +74,27 @@ class ExplanationStore:
         except OSError:
             log.debug("explanation %s is gone; %s has none", original_id, new_id)
 
-    def load(self, prediction_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(image, cam) or None when unknown or pruned."""
+    def load(self, prediction_id: str) -> KeptInput | None:
+        """The kept input of a prediction, or None when unknown, pruned or unreadable."""
         try:
-            with np.load(self._path(prediction_id)) as data:
-                jpeg, cam = data["jpeg"].tobytes(), data["cam"]
+            with np.load(self._path(prediction_id), allow_pickle=False) as data:
+                if "image" in data.files:
+                    version = str(data["model_version"]) if "model_version" in data.files else None
+                    return KeptInput(np.asarray(data["image"], np.uint8), version)
+                jpeg, cam = data["jpeg"].tobytes(), np.asarray(data["cam"], np.float32)
         except (OSError, KeyError, ValueError):
             return None
         with Image.open(io.BytesIO(jpeg)) as image:
-            return np.asarray(image.convert("RGB")), cam
+            return KeptInput(np.asarray(image.convert("RGB")), None, cam)
 
     def input_jpeg(self, prediction_id: str) -> bytes | None:
-        """The model's input for a prediction as kept (a JPEG, model input size), or None when gone."""
-        try:
-            with np.load(self._path(prediction_id)) as data:
-                return bytes(data["jpeg"].tobytes())
-        except (OSError, KeyError, ValueError):
+        """The model's input for a prediction as a JPEG (quality 90, model input size), or None when gone."""
+        kept = self.load(prediction_id)
+        if kept is None:
             return None
+        buffer = io.BytesIO()
+        Image.fromarray(kept.image).save(buffer, "JPEG", quality=90)
+        return buffer.getvalue()
 
     def _maybe_prune(self) -> None:
         with self._lock:

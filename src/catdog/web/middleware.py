@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Match, compile_path
 from catdog.web import metrics
 from catdog.web.auth import require_admin, token_problem
 from catdog.web.logs import request_id
+from catdog.web.problems import UploadTooLarge
 
 log = logging.getLogger("catdog.access")
 error_log = logging.getLogger("catdog.web.errors")
@@ -300,7 +301,7 @@ class UploadSizeLimit:
             received += len(message.get("body", b""))
             if received > limit:
                 over = True
-                raise UploadTooLargeError(limit)
+                raise UploadTooLarge(f"the request is over the limit of {_mib(limit)} here")
             return message
 
         async def send_413_instead(message: Message) -> None:
@@ -313,8 +314,10 @@ class UploadSizeLimit:
 
         try:
             await self.app(scope, counting_receive, send_413_instead)
-        except UploadTooLargeError:
-            await _json(send, 413, f"the request is over the limit of {_mib(limit)} here")
+        except UploadTooLarge as exc:
+            if not over:  # a route's own 413 (one file over its cap) is the app's to answer
+                raise
+            await _json(send, 413, str(exc))
 
     async def _drain(self, receive: Receive, declared: int) -> None:
         if declared <= self.drain_cap:
@@ -355,12 +358,6 @@ async def _drain(receive: Receive, cap: int) -> None:
         received += len(message.get("body", b""))
         if message["type"] != "http.request" or not message.get("more_body", False):
             return
-
-
-class UploadTooLargeError(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"over {limit} bytes")
-        self.limit = limit
 
 
 def _mib(size: int) -> str:

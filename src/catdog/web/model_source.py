@@ -8,7 +8,10 @@ changes. Two sources:
   (tests, `create_app(settings, model_dir)`, `catdog serve --model DIR`);
 - `RegistrySource(registry)`: any object with `aliases() -> {"production": 3, ...}` (cheap,
   polled) and `local_model_dir(version) -> Path` (may download; asked once per version), such
-  as `catdog.registry.Registry`. It is duck-typed, so serving never imports MLflow.
+  as `catdog.registry.Registry` (duck-typed: any such object serves).
+
+`production_model_dir(registry)` is the one lookup of production's directory (the app factory and
+`catdog serve` both ask it). The alias names are the registry's (catdog.registry.types).
 """
 
 from __future__ import annotations
@@ -19,9 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-PRODUCTION = "production"
-STAGING = "staging"
-ALIASES = (PRODUCTION, STAGING)
+from catdog.registry.types import ALIASES, PRODUCTION, STAGING
+
+__all__ = [
+    "ALIASES",
+    "PRODUCTION",
+    "STAGING",
+    "ModelSource",
+    "PinnedSource",
+    "RegistryLike",
+    "RegistrySource",
+    "ServedModel",
+    "production_model_dir",
+]
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,16 @@ class RegistryLike(Protocol):
     def aliases(self) -> Mapping[str, int]: ...
 
     def local_model_dir(self, version: int) -> Path: ...
+
+
+def production_model_dir(registry: RegistryLike) -> Path | None:
+    """The local directory of the version with the `production` alias; None when no version has it.
+
+    Asks `aliases()` once, then `local_model_dir(version)` (which may download the version's files).
+    Raises whatever the registry raises (catdog.registry.RegistryError when its store cannot be read).
+    """
+    production = registry.aliases().get(PRODUCTION)
+    return None if production is None else Path(registry.local_model_dir(int(production)))
 
 
 class RegistrySource:

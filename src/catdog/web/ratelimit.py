@@ -25,6 +25,7 @@ from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
 from catdog.settings import Settings
+from catdog.web.state import app_state
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +109,14 @@ def feedback_limit(settings: Settings) -> RateLimit:
 
 
 def limited(name: str) -> Callable[[Request], str]:
-    """A dependency that counts the request against app.state.<name> (a RateLimit) and gives the client address.
+    """A dependency that counts the request against AppState.<name> (a RateLimit) and gives the client address.
 
     FastAPI solves it before it validates the body's fields, so a refused request costs nothing else.
     """
 
     def dependency(request: Request) -> str:
         client = client_address(request)
-        limit: RateLimit | None = getattr(request.app.state, name, None)
+        limit: RateLimit | None = getattr(app_state(request.app), name, None)
         if limit is not None:
             limit.check(client)
         return client

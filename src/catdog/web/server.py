@@ -104,14 +104,15 @@ def _run_uvicorn(settings: Settings) -> None:
 def _production_dir(settings: Settings) -> Path:
     """The registry's production model directory; registers the shipped models on a fresh registry."""
     from catdog.registry import Registry
+    from catdog.web.model_source import production_model_dir
 
     registry = Registry(settings)
     for info in registry.bootstrap():
         print(f"catdog: registered {info.model_version} as model version {info.version}", file=sys.stderr)
-    production = registry.aliases().get("production")
+    production = production_model_dir(registry)
     if production is None:
         raise SettingsError("the model registry has no production version: promote one with `catdog models promote N`")
-    return registry.local_model_dir(production)
+    return production
 
 
 def _announce_token(settings: Settings, token: str, created: bool) -> None:

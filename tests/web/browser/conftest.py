@@ -91,11 +91,14 @@ def evaluation(served_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """The tiny model's real evaluation on the fixture test images: a folder with metrics.json and plots/."""
     from catdog.ml.artifacts import HISTORY_JSON, METRICS_JSON, PLOTS_DIR, write_json
     from catdog.ml.evaluate import evaluate_model
+    from catdog.settings import get_settings
 
     out = tmp_path_factory.mktemp("evaluation")
     history_file = served_model / HISTORY_JSON
     history = json.loads(history_file.read_text()) if history_file.is_file() else None
-    metrics = evaluate_model(served_model, CATSDOGS, plots_dir=out / PLOTS_DIR, history=history, progress=False)
+    metrics = evaluate_model(
+        served_model, CATSDOGS, settings=get_settings(), plots_dir=out / PLOTS_DIR, history=history, progress=False
+    )
     write_json(out / METRICS_JSON, metrics)
     return out
 
@@ -388,3 +391,60 @@ UNLABELLED_JS = """
         && !el.getAttribute("aria-labelledby") && !(el.tagName === "BUTTON" && el.textContent.trim()))
     .map((el) => el.outerHTML.slice(0, 80))
 """
+
+# What sticks out past the viewport's right edge (the page then scrolls sideways): every element
+# and every run of text whose box ends right of it, unless a box that clips or scrolls it (a
+# .table-wrap) holds it in; an absolutely positioned box escapes the scrollers between it and its
+# containing block, as it does in the browser. Only the outermost offenders: an element whose
+# parent sticks out too is left out. Each as "path (left..right px): text".
+STICKING_OUT_JS = """
+() => {
+    const limit = document.documentElement.clientWidth + 0.5;
+    const held = (start, fromItself) => {
+        let mode = fromItself ? "static" : getComputedStyle(start).position;
+        for (let p = fromItself ? start : start.parentElement; p && p !== document.body; p = p.parentElement) {
+            const style = getComputedStyle(p);
+            if (mode === "fixed") return false;
+            if (mode === "absolute" && style.position === "static" && style.transform === "none") continue;
+            if (style.overflowX !== "visible") return p.getBoundingClientRect().right <= limit;
+            mode = style.position;
+        }
+        return false;
+    };
+    const path = (el) => {
+        const parts = [];
+        for (let n = el; n && n !== document.body; n = n.parentElement) {
+            const tag = n.tagName.toLowerCase();
+            if (n.id) { parts.unshift(`${tag}#${n.id}`); break; }
+            parts.unshift(tag + Array.from(n.classList).map((c) => `.${c}`).join(""));
+        }
+        return parts.join(" > ");
+    };
+    const out = [];
+    const outside = new Set();
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const text = node.nodeType === 3;
+        const el = text ? node.parentElement : node;
+        if (!el || el.getClientRects().length === 0 || (text && !node.textContent.trim())) continue;
+        let rect = el.getBoundingClientRect();
+        if (text) {
+            const range = document.createRange();
+            range.selectNodeContents(node);
+            rect = range.getBoundingClientRect();
+        }
+        if (rect.right <= limit || (rect.width === 0 && rect.height === 0) || held(el, text)) continue;
+        if (!text) outside.add(el);
+        if (outside.has(text ? el : el.parentElement)) continue;
+        const what = text ? `text in ${path(el)}` : path(el);
+        const words = node.textContent.trim().replace(/\\s+/g, " ").slice(0, 60);
+        out.push(`${what} (${Math.round(rect.left)}..${Math.round(rect.right)} px): ${words}`);
+    }
+    return out;
+}
+"""
+
+
+def sticking_out(page: Any) -> list[str]:
+    """What makes `page` scroll sideways (STICKING_OUT_JS): "path (left..right px): text" each; [] when it fits."""
+    return list(page.evaluate(STICKING_OUT_JS))

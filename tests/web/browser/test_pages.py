@@ -22,6 +22,7 @@ from .conftest import (
     install_metrics,
     registry_model_dir,
     remove_metrics,
+    sticking_out,
 )
 
 pytestmark = pytest.mark.usefixtures("chromium_path")
@@ -157,7 +158,7 @@ def test_pages_fit_a_375_px_screen(browser: Any, server: Server, path: str) -> N
         tab.goto(path)
         tab.wait_for_load_state("networkidle")
         overflow = tab.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-        assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at 375 px"
+        assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at 375 px: {sticking_out(tab)}"
     finally:
         context.close()
 

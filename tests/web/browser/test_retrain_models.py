@@ -21,7 +21,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from ...conftest import CATSDOGS
-from .conftest import ADMIN_TOKEN, LOW_CONTRAST_JS, UNLABELLED_JS, Server, get_json, sign_in
+from .conftest import ADMIN_TOKEN, LOW_CONTRAST_JS, UNLABELLED_JS, Server, get_json, sign_in, sticking_out
 
 pytestmark = pytest.mark.usefixtures("chromium_path")
 
@@ -516,12 +516,158 @@ def test_admin_pages_with_content_stay_clean_and_fit_375_px(browser: Any, server
         else:
             expect(tab.locator("#versions-rows tr[data-model-version]").first).to_be_visible()
         overflow = tab.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-        assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at 375 px"
+        assert overflow <= 0, f"{path} scrolls sideways by {overflow} px at 375 px: {sticking_out(tab)}"
         assert tab.evaluate(UNLABELLED_JS) == [], "form controls without a label"
         assert tab.evaluate(LOW_CONTRAST_JS) == [], "text below WCAG AA contrast"
         assert errors == [], errors
     finally:
         context.close()
+
+
+# Long unbreakable text as the server may send it: a path in an error (the feature cache's
+# "ImageDecodeError: cannot read <path>" made CI's retrain page scroll sideways by 459 px),
+# digests, a camera's file name.
+DIGEST = hashlib.sha256(b"catdog worst case").hexdigest()
+LONG_PATH = f"/home/runner/work/catdog/catdog/state/uploads/cats/{DIGEST}/{DIGEST}.jpg"
+LONG_NAME = f"IMG_20240101_{DIGEST}{DIGEST}.jpg"
+
+
+def worst_case_status(real: dict[str, Any], variant: str) -> dict[str, Any]:
+    """A /api/retrain-status answer built on the real one, every text the page shows made long."""
+    s = dict(real)
+    s.update(
+        job_id=real.get("job_id") or DIGEST,
+        version=real.get("version") or 2,
+        metrics=real.get("metrics") or {"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5, "roc_auc": 0.5},
+        started_at=real.get("started_at") or real.get("timestamp"),
+        finished_at=real.get("finished_at") or real.get("timestamp"),
+        last_retrain=real.get("last_retrain") or real.get("timestamp"),
+        cancel_requested=False,
+        is_retraining=False,
+        label_check={
+            "enabled": True,
+            "checked": 12345,
+            "quarantined": 1,
+            "kept": 1,
+            "trained": 12343,
+            "skipped": f"no photo of {LONG_PATH}",
+            "base_issues": {
+                "count": 3,
+                "examples": [{"file": f"train/cats/{LONG_NAME}", "class": "cats", "p_label": 0.01}] * 3,
+            },
+        },
+    )
+    if variant == "succeeded":
+        s.update(status="succeeded", phase="done", error=None, gate={"promoted": False, "reason": LONG_PATH})
+        s["feature_cache"] = {"state": "error", "error": f"ImageDecodeError: cannot read {LONG_PATH}: no such file"}
+    elif variant == "running":
+        s.update(status="running", phase=f"extracting_{DIGEST}", phase_detail=LONG_PATH, is_retraining=True)
+        s.update(percent=42.0, eta_seconds=1234567, gate=None)
+        s["feature_cache"] = {"state": "paused", "done": 123456, "total": 9876543, "reason": LONG_PATH}
+    else:
+        s.update(status="failed", phase="failed", error=f"FileNotFoundError: {LONG_PATH}", gate=None)
+        s["feature_cache"] = {"state": "off", "reason": f"no data set to warm: {LONG_PATH}"}
+        s["label_check"] = {"enabled": False, "reason": LONG_PATH}
+    return s
+
+
+def worst_case_jobs(real: dict[str, Any]) -> dict[str, Any]:
+    """The real job history with a failed, a refused and a running job whose texts are long."""
+    template = (real.get("jobs") or [{}])[0]
+    extra = [
+        {**template, "job_id": f"{DIGEST}-1", "status": "failed", "error": f"RuntimeError: {LONG_PATH}"},
+        {
+            **template,
+            "job_id": f"{DIGEST}-2",
+            "status": "succeeded",
+            "version": 123456,
+            "gate": {"promoted": False, "reason": f"kept as staging: {LONG_PATH}"},
+        },
+        {**template, "job_id": f"{DIGEST}-3", "status": "running", "phase_detail": LONG_PATH},
+    ]
+    return {**real, "jobs": [*extra, *real.get("jobs", [])]}
+
+
+def test_the_retrain_page_fits_375_px_with_worst_case_content(page: Any, server: Server, tmp_path: Path) -> None:
+    """A photo uploaded under a long file name and quarantined with a long reason, through the real
+    routes, and every other text the page shows (job errors, gate reasons, the feature cache's line,
+    the label check's summary, base-set paths, the served version) made long in the server's real
+    answers: nothing sticks out past 375 px in any job state (the offending elements are named)."""
+    import sqlite3
+
+    from playwright.sync_api import Error as PlaywrightError
+
+    photo = tmp_path / LONG_NAME
+    ImageOps.mirror(Image.open(TRAIN_CATS[5]).convert("RGB")).save(photo, "JPEG", quality=87)
+    digest = sha256(photo)
+    variant = {"name": "succeeded"}
+
+    def answer(route: Any, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        try:
+            response = route.fetch()
+            route.fulfill(response=response, json=change(response.json()))
+        except PlaywrightError:  # the page went on to the next state meanwhile: its request was dropped
+            pass
+
+    page.route("**/api/retrain-status", lambda route: answer(route, lambda b: worst_case_status(b, variant["name"])))
+    page.route("**/api/retrain/jobs?*", lambda route: answer(route, worst_case_jobs))
+    page.route(
+        "**/api/status",
+        lambda route: answer(route, lambda b: {**b, "model_version": f"{b['model_version']}-{DIGEST}{DIGEST}"}),
+    )
+
+    def fits(when: str) -> None:
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        out = sticking_out(page)
+        assert overflow <= 0 and not out, f"{when}: the page scrolls sideways by {overflow} px at 375 px: {out}"
+
+    page.set_viewport_size({"width": 375, "height": 740})
+    try:
+        page.goto("/retrain-page")
+        sign_in(page)
+        page.get_by_label("Images", exact=True).set_input_files(str(photo))
+        page.get_by_role("button", name="Upload files").click()
+        expect(page.locator("#upload-stored")).to_have_text("1")
+        expect(page.locator("#upload-outcomes")).to_contain_text(LONG_NAME)
+        expect(page.locator(f"#upload-{digest}")).to_be_visible()
+        fits("after the upload")
+
+        reason = f"label looks wrong: {LONG_PATH}"
+        with sqlite3.connect(server.state_dir / "catdog.sqlite") as db:  # what a retrain's label check writes
+            db.execute(
+                "UPDATE uploads SET quarantined = 1, quarantine_reason = ?, label_p = 0.031 WHERE sha256 = ?",
+                (reason, digest),
+            )
+        for name in ("succeeded", "running", "failed"):
+            variant["name"] = name
+            page.goto("/retrain-page")
+            expect(page.locator(f"#quarantined-{digest}")).to_contain_text(reason)
+            expect(page.locator("#jobs-rows")).to_contain_text(LONG_PATH)
+            expect(page.locator("#footer-model-version")).to_contain_text(DIGEST)
+            if name == "succeeded":
+                expect(page.locator("#retrain-gate")).to_contain_text(LONG_PATH)
+                expect(page.locator("#retrain-cache-detail")).to_contain_text(f"cannot read {LONG_PATH}")
+                page.locator("#base-issues summary").click()
+                expect(page.locator("#base-issues-list")).to_contain_text(LONG_NAME)
+            elif name == "running":
+                expect(page.locator("#retrain-progress-text")).to_contain_text(LONG_PATH)
+                expect(page.locator("#retrain-cache-detail")).to_have_text(LONG_PATH)
+            else:
+                expect(page.locator("#retrain-result-summary")).to_contain_text(LONG_PATH)
+                expect(page.locator("#label-check-summary")).to_contain_text(LONG_PATH)
+            fits(f"a {name} job")
+
+        # the admin deletes it: the confirmation and the status line name it, and fit too
+        page.get_by_role("button", name=f"Delete {LONG_NAME} (cat)").click()
+        expect(page.locator("#confirm-dialog-text")).to_contain_text(LONG_NAME)
+        fits("the confirmation")
+        confirm(page)
+        expect(page.locator("#upload-status")).to_contain_text(f"Deleted {LONG_NAME}")
+        fits("after the deletion")
+    finally:
+        httpx.delete(f"{server.url}/api/uploads/{digest}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert digest not in {u["sha256"] for u in uploads(server)["uploads"]}
+    page.watch.assert_clean()
 
 
 def test_the_dialogs_work_from_the_keyboard(page: Any, server: Server) -> None:

@@ -7,6 +7,7 @@ training and an ONNX graph with dynamic batch for serving and feature extraction
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TypeVar
 
 from catdog.errors import UsageProblem
@@ -29,18 +30,25 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_backbone(name: str, **kwargs: object) -> Backbone:
-    """Build a registered backbone by name; UnknownBackbone lists the known names."""
+def _backbone_class(name: str) -> type[Backbone]:
     try:
-        cls = _REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
         raise UnknownBackbone(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}") from None
-    return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def create_backbone(name: str, weights_dir: Path, **kwargs: object) -> Backbone:
+    """Build a registered backbone by name; UnknownBackbone lists the known names.
+
+    weights_dir: the folder of converted weights and graphs (settings.weights_dir); the backbone's
+    files live in weights_dir/<name>.
+    """
+    return _backbone_class(name)(weights_dir, **kwargs)
 
 
 def backbone_spec(name: str) -> BackboneSpec:
-    create_backbone(name)  # validates the name with the same message
-    return _REGISTRY[name].spec
+    """A registered backbone's spec (plain data: no weights needed); UnknownBackbone for another name."""
+    return _backbone_class(name).spec
 
 
 # Importing the units registers them.

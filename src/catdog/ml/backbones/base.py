@@ -20,7 +20,6 @@ from torch import nn
 from catdog.errors import UsageProblem
 from catdog.ml.backbones.sources import WeightSource, WeightsUnavailable, file_digest
 from catdog.ml.preprocessing import Normalization
-from catdog.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +64,10 @@ class PooledFeatures(nn.Module):
 class Backbone(ABC):
     spec: ClassVar[BackboneSpec]
 
-    def __init__(self, weights_dir: Path | None = None) -> None:
-        self.dir = (weights_dir or get_settings().weights_dir) / self.spec.name
+    def __init__(self, weights_dir: Path) -> None:
+        """weights_dir: the folder of every backbone's converted weights and graphs (settings.weights_dir);
+        this backbone's files live in weights_dir/<name>."""
+        self.dir = Path(weights_dir) / self.spec.name
         self._verified: dict[str, object] | None = None  # manifest, once this instance has checked it
 
     # --- the unit's own parts -------------------------------------------------------------

@@ -42,12 +42,8 @@ def give_feedback(body: FeedbackIn, session: SessionDep, service: ServiceDep, cl
     """
     if service.writer is not None:
         service.writer.flush(timeout=2.0)  # a prediction answered a moment ago may still be buffered
-    try:
-        row = feedback_db.add_feedback(session, body.prediction_id, body.correct_label, client)
-    except KeyError:
-        raise HTTPException(404, f"no prediction {body.prediction_id!r}") from None
-    except feedback_db.AlreadyGiven as exc:
-        raise HTTPException(409, str(exc)) from None
+    # UnknownPrediction: 404; AlreadyGiven: 409
+    row = feedback_db.add_feedback(session, body.prediction_id, body.correct_label, client)
     answer = {**feedback_db.feedback_dict(row), "counted": feedback_db.is_counted(session, row)}
     return JSONResponse(answer, status_code=201)
 
@@ -75,7 +71,7 @@ async def add_to_training(
         raise HTTPException(404, f"no feedback {feedback_id!r}")
     original = feedback_db.content_of(session, row.prediction_id)
     if original in store.test_hashes():
-        raise HTTPException(409, str(InTestSplit()))
+        raise InTestSplit()  # 409
     label = CLASS_FOLDERS[row.correct_label]
     if original is not None:
         upload = session.get(Upload, original)

@@ -9,14 +9,20 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
 from catdog.ml.artifacts import PLOTS_DIR
-from catdog.registry import NothingToRollBack, ReferenceNotBetter, UnknownVersion
+from catdog.registry import ReferenceNotBetter
 from catdog.web.deps import AdminDep, RegistryDep, ServiceDep, SettingsDep, VersionPath
 from catdog.web.openapi import error_responses
+from catdog.web.schemas import ModelsAnswer, PromoteAnswer, ReferenceAnswer, RollbackAnswer
 
 router = APIRouter(prefix="/api/models", tags=["model registry"])
 
 
-@router.get("", summary="Registered model versions, newest first, with aliases and test metrics")
+@router.get(
+    "",
+    summary="Registered model versions, newest first, with aliases and test metrics",
+    response_model=ModelsAnswer,
+    response_model_exclude_unset=True,  # a gate check stored without `skipped` or `detail` stays so
+)
 def list_models(registry: RegistryDep, service: ServiceDep, settings: SettingsDep) -> dict[str, Any]:
     """`served` and the load errors are this server process's view (each worker process loads on its own).
 
@@ -45,16 +51,14 @@ def list_models(registry: RegistryDep, service: ServiceDep, settings: SettingsDe
     "/rollback",
     summary="Production back to the version it was before",
     dependencies=[AdminDep],
+    response_model=RollbackAnswer,
     responses=error_responses(401, 403, 409, 413, e409="there is no earlier production version"),
 )
 def rollback(registry: RegistryDep, service: ServiceDep) -> dict[str, Any]:
     """Versions that failed to load on this server are passed over (they would leave the version
     rolled back from serving); `skipped` names them."""
     skip = dict(service.unloadable)
-    try:
-        production, rolled_back_from = registry.rollback(skip=skip)
-    except NothingToRollBack as exc:
-        raise HTTPException(409, str(exc)) from None
+    production, rolled_back_from = registry.rollback(skip=skip)  # NothingToRollBack: 409
     skipped = [{"version": version, "reason": reason} for version, reason in sorted(skip.items())]
     return {"production": production, "rolled_back_from": rolled_back_from, "skipped": skipped}
 
@@ -63,13 +67,11 @@ def rollback(registry: RegistryDep, service: ServiceDep) -> dict[str, Any]:
     "/{version}/promote",
     summary="Make a version production",
     dependencies=[AdminDep],
+    response_model=PromoteAnswer,
     responses=error_responses(401, 403, 404, 413, e404="no such version"),
 )
 def promote(version: VersionPath, registry: RegistryDep) -> dict[str, Any]:
-    try:
-        production, previous = registry.promote(version, reason="promoted by hand (API)")
-    except UnknownVersion as exc:
-        raise HTTPException(404, str(exc)) from None
+    production, previous = registry.promote(version, reason="promoted by hand (API)")  # UnknownVersion: 404
     return {"production": production, "previous": previous}
 
 
@@ -77,6 +79,7 @@ def promote(version: VersionPath, registry: RegistryDep) -> dict[str, Any]:
     "/{version}/reference",
     summary="Make a version the promotion gate's reference (only to one at least as accurate)",
     dependencies=[AdminDep],
+    response_model=ReferenceAnswer,
     responses=error_responses(
         401, 403, 404, 409, 413, e409="its test accuracy is below the current reference's, or another backbone"
     ),
@@ -87,13 +90,13 @@ def set_reference(version: VersionPath, registry: RegistryDep, settings: Setting
     404: no such version; 409: its test accuracy is below the current reference's (or missing).
     """
     try:
-        reference, previous = registry.set_reference(version, set_by="admin (API)")
-    except UnknownVersion as exc:
-        raise HTTPException(404, str(exc)) from None
-    except ReferenceNotBetter as exc:
+        reference, previous = registry.set_reference(version, set_by="admin (API)")  # UnknownVersion: 404
+    except ReferenceNotBetter as exc:  # 409, naming the setting that pins the reference here
         pinned = settings.gate_reference
-        note = f" (CATDOG_GATE_REFERENCE={pinned} pins the reference on this server and wins)" if pinned else ""
-        raise HTTPException(409, f"{exc}{note}") from None
+        if pinned:
+            note = f"CATDOG_GATE_REFERENCE={pinned} pins the reference on this server and wins"
+            raise ReferenceNotBetter(f"{exc} ({note})") from None
+        raise
     return {"reference": reference, "previous": previous, "overridden_by_setting": settings.gate_reference}
 
 
@@ -104,10 +107,7 @@ def set_reference(version: VersionPath, registry: RegistryDep, settings: Setting
     responses={200: {"content": {"image/png": {}}}, **error_responses(404, e404="no such version, or no such plot")},
 )
 def plot(version: VersionPath, name: str, registry: RegistryDep) -> FileResponse:
-    try:
-        folder = registry.local_model_dir(version) / PLOTS_DIR
-    except UnknownVersion as exc:
-        raise HTTPException(404, str(exc)) from None
+    folder = registry.local_model_dir(version) / PLOTS_DIR  # UnknownVersion: 404
     known = {p.name: p for p in folder.glob("*.png")} if folder.is_dir() else {}
     if name not in known:  # matched against the folder, never joined into a path
         raise HTTPException(404, f"version {version} has no plot {name!r}; known: {', '.join(sorted(known)) or 'none'}")

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 
 from catdog.db import feedback as feedback_db
 from catdog.db import queries
+from catdog.registry import Registry
 from catdog.web import metrics
-from catdog.web.deps import ServiceDep, SessionDep, StrictDigits
-from catdog.web.monitor import system_health
+from catdog.web.deps import KnownRegistryDep, MonitorDep, ServiceDep, SessionDep, StrictDigits
+from catdog.web.monitor import DriftMonitor, system_health
 
 router = APIRouter(tags=["monitoring"])
 
@@ -27,35 +28,34 @@ def prometheus(request: Request) -> Response:
 
 @router.get("/api/monitoring", summary="The monitoring page's figures over the last minutes")
 def monitoring(
-    request: Request,
     session: SessionDep,
     service: ServiceDep,
+    monitor: MonitorDep,
+    registry: KnownRegistryDep,
     minutes: Annotated[int, Query(ge=1, le=1440), StrictDigits] = 60,
 ) -> dict[str, Any]:
     summary = queries.monitoring_summary(session, datetime.now(UTC), minutes)
-    drift = _latest_drift(request, session)
+    drift = _latest_drift(monitor, session)
     return {
         **summary,
-        "versions": _versions(request, session),
+        "versions": _versions(registry, session),
         "drift": drift,
-        "drift_reason": None if drift else _no_drift_reason(request),
+        "drift_reason": None if drift else _no_drift_reason(monitor),
         "system": system_health(service.state.started_at),
         "queue_depth": service.in_flight,
     }
 
 
 @router.get("/api/drift", summary="The latest drift report (refresh=true computes one now)")
-async def drift(request: Request, session: SessionDep, refresh: bool = False) -> dict[str, Any]:
-    monitor = request.app.state.monitor
+async def drift(session: SessionDep, monitor: MonitorDep, refresh: bool = False) -> dict[str, Any]:
     if refresh and monitor is not None:
         await run_in_threadpool(monitor.check)
-    report = _latest_drift(request, session)
+    report = _latest_drift(monitor, session)
     return report or {"drift": None, "summary": "no drift report yet: it needs predictions and the model's reference"}
 
 
-def _versions(request: Request, session: Session) -> list[dict[str, Any]]:
+def _versions(registry: Registry | None, session: Session) -> list[dict[str, Any]]:
     """Per served model version, all time: predictions, confidence, latency, live accuracy from feedback."""
-    registry = getattr(request.app.state, "registry", None)
     numbers = {v.model_version: v.version for v in registry.versions()} if registry is not None else {}
     rows = feedback_db.version_stats(session)
     for row in rows:
@@ -63,16 +63,14 @@ def _versions(request: Request, session: Session) -> list[dict[str, Any]]:
     return rows
 
 
-def _no_drift_reason(request: Request) -> str:
-    monitor = request.app.state.monitor
+def _no_drift_reason(monitor: DriftMonitor | None) -> str:
     if monitor is not None and monitor.reference_error:
         return str(monitor.reference_error)
     return "no drift check yet: one runs every CATDOG_DRIFT_INTERVAL_SECONDS once predictions arrive"
 
 
-def _latest_drift(request: Request, session: Session) -> dict[str, Any] | None:
+def _latest_drift(monitor: DriftMonitor | None, session: Session) -> dict[str, Any] | None:
     """The full report: this worker's newest, else the newest stored by any worker."""
-    monitor = request.app.state.monitor
     if monitor is not None and monitor.latest is not None:
         return dict(monitor.latest)
     stored = queries.latest_drift_report(session)

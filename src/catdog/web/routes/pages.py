@@ -14,6 +14,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 import catdog
+from catdog.web.deps import MaybeServiceDep
+from catdog.web.service import ModelService
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parents[1] / "templates")
@@ -27,9 +29,8 @@ PAGES = {
 }
 
 
-def served_model(request: Request) -> tuple[str | None, str]:
+def served_model(service: ModelService | None) -> tuple[str | None, str]:
     """(version, "backbone, precision") of the model being served; (None, "") while it loads (the footer)."""
-    service = getattr(request.app.state, "service", None)
     predictor = getattr(service, "predictor", None)
     version = getattr(predictor, "version", None)
     if not isinstance(version, str):
@@ -39,11 +40,11 @@ def served_model(request: Request) -> tuple[str | None, str]:
     return version, f"({detail})" if detail else ""
 
 
-def _page(path: str, template: str, title: str) -> Callable[[Request], Awaitable[HTMLResponse]]:
+def _page(path: str, template: str, title: str) -> Callable[[Request, ModelService | None], Awaitable[HTMLResponse]]:
     script = template.removesuffix(".html") + ".js"
 
-    async def render(request: Request) -> HTMLResponse:
-        model_version, model_detail = served_model(request)
+    async def render(request: Request, service: MaybeServiceDep) -> HTMLResponse:
+        model_version, model_detail = served_model(service)
         context = {
             "title": title,
             "pages": PAGES,

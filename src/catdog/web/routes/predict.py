@@ -9,12 +9,14 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 
-from catdog.errors import UsageProblem
+from catdog.errors import CatdogError
 from catdog.settings import Settings
 from catdog.web.deps import ServiceDep, SettingsDep
 from catdog.web.logs import request_id
 from catdog.web.openapi import error_responses
-from catdog.web.service import ModelService, UploadTooLarge
+from catdog.web.problems import UploadTooLarge
+from catdog.web.schemas import BatchAnswer, PredictionAnswer
+from catdog.web.service import ModelService
 
 router = APIRouter(prefix="/api", tags=["predictions"])
 
@@ -27,6 +29,8 @@ ExplainQuery = Annotated[bool, Query(description="also return the Grad-CAM heat 
 @router.post(
     "/predict",
     summary="Classify one image",
+    response_model=PredictionAnswer,
+    response_model_exclude_unset=True,  # `explanation` only when asked for; null fields stay null
     responses=error_responses(
         413,
         415,
@@ -72,6 +76,8 @@ async def predict(
 @router.post(
     "/predict/batch",
     summary="Classify several images",
+    response_model=BatchAnswer,
+    response_model_exclude_unset=True,
     responses=error_responses(
         413,
         503,
@@ -88,7 +94,7 @@ async def predict_batch(
 ) -> dict[str, Any]:
     """One entry per file, in order; a bad file gets an error entry of its own and the others are predicted."""
     if len(files) > settings.max_batch_files:
-        raise HTTPException(413, f"{len(files)} files; at most {settings.max_batch_files} per batch")
+        raise UploadTooLarge(f"{len(files)} files; at most {settings.max_batch_files} per batch")
     service.admit(len(files))
     try:
         entries = await unless_client_leaves(
@@ -106,10 +112,10 @@ async def _one(service: ModelService, settings: Settings, file: UploadFile, expl
         return await service.predict(
             data, filename=file.filename, endpoint="batch", request_id=request_id.get(), explain=explain
         )
-    except UploadTooLarge as exc:
-        return {"filename": file.filename, "error": str(exc), "status_code": 413}
-    except UsageProblem as exc:
-        return {"filename": file.filename, "error": str(exc), "status_code": 415}
+    except CatdogError as exc:  # a file's own 4xx (413 too large, 415 no image) is its entry; the rest fail all
+        if not 400 <= exc.status_code < 500:
+            raise
+        return {"filename": file.filename, "error": str(exc), "status_code": exc.status_code}
 
 
 async def _read(file: UploadFile, limit: int) -> bytes:

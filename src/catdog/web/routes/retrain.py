@@ -12,11 +12,11 @@ from pydantic import BaseModel, Field
 
 from catdog.db import jobs, queries
 from catdog.db.models import RetrainStatus
-from catdog.jobs.retrain import NotEnoughData, check_training_data
+from catdog.jobs.retrain import check_training_data
 from catdog.jobs.warm import read_status
+from catdog.timefmt import iso_utc
 from catdog.web.deps import AdminDep, QueueDep, RegistryDep, SessionDep, SettingsDep, StrictDigits
 from catdog.web.openapi import error_responses
-from catdog.web.routes.status import now_iso
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["retraining"])
@@ -59,13 +59,8 @@ def start_retrain(
                 400, f"unknown backbone {backbone!r}: retrain the backbone of a registered version: {', '.join(known)}"
             )
     jobs.sweep_stale_jobs(session, timedelta(seconds=settings.job_stale_seconds))
-    try:
-        counts = check_training_data(settings)
-        job = jobs.create_job(session, {"backbone": backbone, "requested_counts": counts})
-    except NotEnoughData as exc:
-        raise HTTPException(400, str(exc)) from None
-    except jobs.JobConflict as exc:
-        raise HTTPException(409, str(exc)) from None
+    counts = check_training_data(settings)  # NotEnoughData: 400
+    job = jobs.create_job(session, {"backbone": backbone, "requested_counts": counts})  # JobConflict: 409
     try:
         queue.enqueue_retrain(job.id)
     except Exception as exc:  # the queue's storage is down: the job must not stay "queued" forever
@@ -83,7 +78,7 @@ def start_retrain(
 def retrain_status(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     jobs.sweep_stale_jobs(session, timedelta(seconds=settings.job_stale_seconds))
     summary = queries.retrain_summary(session)
-    answer = {**summary, **jobs.job_dict(jobs.newest_job(session)), "timestamp": now_iso()}
+    answer = {**summary, **jobs.job_dict(jobs.newest_job(session)), "timestamp": iso_utc()}
     # the idle worker's feature-cache warming: "ready" means a retrain pays no backbone pass
     answer["feature_cache"] = read_status(settings)
     return answer
@@ -101,10 +96,5 @@ def retrain_jobs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200),
     responses=error_responses(401, 403, 404, 409, 413, e404="no such job", e409="the job has ended, or is registering"),
 )
 def cancel_retrain(job_id: str, session: SessionDep) -> dict[str, Any]:
-    try:
-        job = jobs.request_cancel(session, job_id)
-    except KeyError:
-        raise HTTPException(404, f"no job {job_id!r}") from None
-    except (jobs.JobFinished, jobs.TooLateToCancel) as exc:
-        raise HTTPException(409, str(exc)) from None
+    job = jobs.request_cancel(session, job_id)  # UnknownJob: 404; JobFinished, TooLateToCancel: 409
     return {"job_id": job.id, "cancel_requested": True, "status": job.status}

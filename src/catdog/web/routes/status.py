@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, JSONResponse
 
 from catdog.db import queries
@@ -17,15 +16,14 @@ from catdog.ml.artifacts import METRICS_JSON, PLOTS_DIR, served_metrics_path
 from catdog.ml.data import count_class_files
 from catdog.ml.precision import cpu_description
 from catdog.settings import Settings
-from catdog.web.deps import AdminDep, ServiceDep, SessionDep, SettingsDep
+from catdog.timefmt import iso_utc
+from catdog.web.deps import AdminDep, DiskDep, ServiceDep, SessionDep, SettingsDep
+from catdog.web.disk import DiskWatch
 from catdog.web.openapi import ADMIN, error_responses
+from catdog.web.schemas import HealthAnswer, ReadyAnswer, StatusAnswer
 from catdog.web.service import ModelService
 
 router = APIRouter(tags=["status"])
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def format_uptime(seconds: float) -> str:
@@ -37,18 +35,19 @@ def format_uptime(seconds: float) -> str:
     return (f"{days}d " if days else "") + f"{hours}h {minutes}m {secs}s"
 
 
-@router.get("/health", summary="Liveness: the process answers")
+@router.get("/health", summary="Liveness: the process answers", response_model=HealthAnswer)
 async def health() -> dict[str, Any]:
-    return {"status": "ok", "instance": instance_name(), "timestamp": now_iso()}
+    return {"status": "ok", "instance": instance_name(), "timestamp": iso_utc()}
 
 
 @router.get(
     "/ready",
     summary="Readiness: 503 until the model is loaded and warmed up",
+    response_model=ReadyAnswer,  # documents the body; the route answers its JSONResponse as it is
     responses=error_responses(503, e503="the model is loading, warming up or failed to load (`phase`, `error`)"),
 )
 async def ready(service: ServiceDep) -> JSONResponse:
-    body = {"ready": service.ready, "phase": service.state.phase, "timestamp": now_iso()}
+    body = {"ready": service.ready, "phase": service.state.phase, "timestamp": iso_utc()}
     if service.state.error:
         body["error"] = service.state.error
     return JSONResponse(
@@ -56,8 +55,10 @@ async def ready(service: ServiceDep) -> JSONResponse:
     )
 
 
-@router.get("/api/status", summary="System status, uptime and counters (from the database)")
-def status(request: Request, service: ServiceDep, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+@router.get(
+    "/api/status", summary="System status, uptime and counters (from the database)", response_model=StatusAnswer
+)
+def status(service: ServiceDep, session: SessionDep, settings: SettingsDep, disk: DiskDep) -> dict[str, Any]:
     uptime = time.time() - service.state.started_at
     predictor = service.predictor
     retrain = queries.retrain_summary(session)
@@ -83,16 +84,13 @@ def status(request: Request, service: ServiceDep, session: SessionDep, settings:
             "max_queue_size": settings.max_queue_size,
         },
         "cpu": cpu_description(),
-        "disk": _disk(request, service),  # the state folder's free space; full: writes fail (507)
-        "timestamp": now_iso(),
+        "disk": _disk(disk, service),  # the state folder's free space; full: writes fail (507)
+        "timestamp": iso_utc(),
     }
 
 
-def _disk(request: Request, service: ModelService) -> dict[str, Any] | None:
+def _disk(watch: DiskWatch, service: ModelService) -> dict[str, Any]:
     """{"free_bytes", "total_bytes", "full", "last_write_error"} of the state folder (catdog.web.disk)."""
-    watch = getattr(request.app.state, "disk", None)
-    if watch is None:
-        return None
     if service.writer is not None:
         stats = service.writer.stats()
         watch.note_writer(stats.pending, stats.last_error)
@@ -123,9 +121,7 @@ def model_metrics(service: ServiceDep) -> dict[str, Any]:
         "test_data": _without_root(data.get("data")),
         "model_version": service.predictor.version if service.predictor else None,
         "plots": {p.stem: f"/api/metrics/plots/{p.name}" for p in sorted(plots.glob("*.png"))},
-        "timestamp": datetime.fromtimestamp(path.stat().st_mtime, UTC)
-        .isoformat(timespec="seconds")
-        .replace("+00:00", "Z"),
+        "timestamp": iso_utc(path.stat().st_mtime),
     }
 
 
@@ -172,7 +168,7 @@ def dataset_stats(settings: SettingsDep) -> dict[str, Any]:
         "testing": count_class_files(data / "test"),
         "retraining": count_class_files(settings.state_dir / "uploads"),
         "data_dir": data.name,  # the data set's folder name, never the server's path (as /api/status's model_dir)
-        "timestamp": now_iso(),
+        "timestamp": iso_utc(),
     }
 
 

@@ -14,7 +14,6 @@ from catdog.db.models import UploadSource
 from catdog.errors import UsageProblem
 from catdog.uploads import (
     BROWSER_SUFFIXES,
-    UnknownClass,
     check_class,
     keep_upload,
     list_uploads,
@@ -26,7 +25,7 @@ from catdog.uploads import (
 from catdog.web.deps import INT64_MAX, AdminDep, ServiceDep, SessionDep, SettingsDep, StrictDigits, UploadsDep
 from catdog.web.disk import DiskFull, is_disk_full
 from catdog.web.openapi import error_responses
-from catdog.web.service import UploadTooLarge
+from catdog.web.problems import UploadTooLarge
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["training data"])
@@ -58,12 +57,9 @@ async def upload_training_data(
     uploads or of the base training set are reported and not stored again; one under the other
     class is a label conflict (`status` "conflict", `conflict` true, `class` the stored one).
     """
-    try:
-        check_class(class_name)
-    except UnknownClass as exc:
-        raise HTTPException(400, str(exc)) from None
+    check_class(class_name)  # UnknownClass: 400
     if len(files) > settings.max_upload_files:
-        raise HTTPException(413, f"{len(files)} files; at most {settings.max_upload_files} per upload")
+        raise UploadTooLarge(f"{len(files)} files; at most {settings.max_upload_files} per upload")
     stored, errors = [], []
     loop = asyncio.get_running_loop()
     for start in range(0, len(files), OPINION_CHUNK):
@@ -119,10 +115,7 @@ def uploads(
         bool | None, Query(description="true: only the quarantined uploads; false: only the others; all when left out")
     ] = None,
 ) -> dict[str, Any]:
-    try:
-        rows, total = list_uploads(session, class_name, limit, offset, quarantined)
-    except UnknownClass as exc:
-        raise HTTPException(400, str(exc)) from None
+    rows, total = list_uploads(session, class_name, limit, offset, quarantined)  # UnknownClass: 400
     return {
         "uploads": [upload_dict(row) for row in rows],
         "total": total,

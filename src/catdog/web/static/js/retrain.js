@@ -571,7 +571,7 @@
     return el("tr", { dataset: { jobId: job.job_id || "", status: job.status || "" } }, [
       el("th", { scope: "row", className: "mono", text: short(job.job_id), title: job.job_id || "" }),
       el("td", {}, [el("span", { className: `badge ${statusBadge}`, text: job.status || fmt.missing })]),
-      el("td", { className: "small", text: phase }),
+      el("td", { className: "small job-phase-cell", text: phase }),
       el("td", { text: fmt.time(job.started_at || job.created_at) }),
       el("td", { className: "num", text: duration(job) }),
       el("td", { className: "num", text: job.version ?? fmt.missing }),
