@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(default=5.0, ge=0, le=1000)  # how long a batch waits to fill
     max_queue_size: int = Field(default=64, ge=1)  # images waiting or decoding; past it: 503
     decode_threads: int = Field(default=2, ge=1, le=64)
+    # whether the serving graph's idle ONNX Runtime threads spin between runs (True) or sleep at
+    # once and leave the cores to decoding (False): README "Serving that holds under load"
+    inference_spinning: bool = True
     warmup_batch_sizes: str = "all"  # "all" (1..max_batch_size) or a list such as "1,16"
     prediction_cache_size: int = Field(default=4096, ge=0)  # entries; 0 turns the cache off
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)

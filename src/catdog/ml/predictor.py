@@ -105,13 +105,14 @@ class Predictor:
         batch_size: int = 16,
         precision: str = "auto",
         cache_dir: Path | None = None,
+        spin: bool = True,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.cache_dir = cache_dir  # where "auto" keeps its int8-vs-fp32 timing (None: timed once per process)
         self.config = ModelConfig.load(self.model_dir)
         self.precision = self._resolve_precision(precision, threads)
         self.model_path = self.model_dir / MODEL_GRAPHS[self.precision]
-        self.session = make_session(self.model_path, threads)
+        self.session = make_session(self.model_path, threads, spin)
         self.output_names = frozenset(output.name for output in self.session.get_outputs())
         self.version = model_version(self.model_dir, self.config.backbone)
         self.normalization = Normalization.from_dict(self.config.normalization)

@@ -265,6 +265,7 @@ class ModelControl:
                 threads=self.settings.threads,
                 precision=self.settings.precision,
                 cache_dir=self.settings.cache_dir,
+                spin=self.settings.inference_spinning,
             )
             if initial:
                 self.state.phase = "warming"
