@@ -100,3 +100,16 @@ def test_a_retrain_follows_the_recipe_of_the_version_it_retrains() -> None:
     assert config.epochs == shipped["epochs"] and config.head.hidden == shipped["head"]["hidden"]
     assert (config.data, config.out, config.extra_data) == ("d", "o", ["u"])
     assert config_from_recipe({}, data="d", out="o").views == 2  # nothing recorded: the defaults
+
+
+def test_a_file_deleted_after_the_plan_is_no_error_of_the_warmer(cold: Settings, tmp_path: Path) -> None:
+    """An upload deleted between the plan and its extraction: skipped, never the "error" state (seen in CI)."""
+    import dataclasses
+
+    plan = make_plan(cold, Registry(cold).get(1))
+    assert not isinstance(plan, str)
+    part = plan.parts[0]
+    gone = dataclasses.replace(part.todo[0], path=tmp_path / "deleted-upload.jpg", sha256="0" * 64)
+    plan.parts[0] = dataclasses.replace(part, todo=[gone, *part.todo])
+    assert FeatureWarmer(cold, busy=lambda: False).warm(plan) is True
+    assert read_status(cold)["state"] == "ready"

@@ -76,7 +76,7 @@ def test_vgg16_gets_an_int8_graph_with_the_same_outputs(tmp_path: Path) -> None:
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(built[1].path)).graph.node}
     images = np.stack([load_image(FIXTURES / "pets" / "chelsea.jpg"), load_image(FIXTURES / "nonpet" / "coffee.jpg")])
     predictors = {p: Predictor(model_dir, precision=p) for p in ("fp32", "int8")}
-    outputs = {p: predictor.infer(images) for p, predictor in predictors.items()}
+    outputs = {p: predictor.infer(images, feature_map=True) for p, predictor in predictors.items()}
     for out in outputs.values():
         assert out.feature_map.shape == (2, 512, 7, 7)  # block5_pool
         np.testing.assert_allclose(out.features, out.feature_map.mean(axis=(2, 3)), rtol=1e-4, atol=1e-3)

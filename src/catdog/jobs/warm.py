@@ -258,6 +258,7 @@ class FeatureWarmer(threading.Thread):
         """Extract what the plan lacks, step by step; True when nothing is left, False when interrupted."""
         from catdog.ml.backbones import backbone_spec
         from catdog.ml.features import FeatureExtractor, cache_for, cache_keys, extract_features
+        from catdog.ml.preprocessing import ImageDecodeError
 
         head = {"backbone": plan.backbone, "precision": plan.precision, "version": plan.version}
         head["views"] = next((part.views for part in plan.parts if part.what == "training views"), 1)
@@ -281,11 +282,23 @@ class FeatureWarmer(threading.Thread):
                     )
                     caches[part.graph] = cache_for(self.settings.features_dir, plan.backbone, extractors[part.graph])
                 cache = caches[part.graph]
+                chunk = [sample for sample in chunk if sample.path.is_file()]
+                if not chunk:  # its files were deleted since the plan (an upload removed): plan again
+                    continue
                 keys = cache_keys(chunk, part.views, plan.recipe)
                 before = len(cache.has(keys))  # another part of this graph may have filled some already
-                extract_features(
-                    chunk, extractors[part.graph], cache, views=part.views, recipe=plan.recipe, progress=False
-                )
+                try:
+                    extract_features(
+                        chunk, extractors[part.graph], cache, views=part.views, recipe=plan.recipe, progress=False
+                    )
+                except ImageDecodeError:
+                    if all(sample.path.is_file() for sample in chunk):
+                        raise
+                    # a file went away while it was read (an upload deleted meanwhile): not an error
+                    # of the warmer's; the next look plans again without it
+                    log.info("feature cache warmer: files were deleted meanwhile; planning again")
+                    write_status(self.settings, state="paused", done=done, total=plan.total, **head)
+                    return False
                 passes += len(keys) - before
                 done = min(plan.total, done + len(keys) - before)
                 rate = passes / max(1e-6, time.monotonic() - started)
